@@ -1,0 +1,20 @@
+# CRUCIBLE-bench workflow. Thin on purpose: rules live in workflow/rules/<stage>.smk, logic in src/crucible.
+#   snakemake --cores all                              # default profile (tiny)
+#   snakemake --cores all --configfile config/smoke.yaml   # or: --config profile=smoke
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/tiny.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    input:
+        DATA,
+        f"{PAPER}/figures/dataset.png",
+    default_target: True

@@ -1,0 +1,115 @@
+"""The ``crucible`` command line: every Snakemake rule calls one of these verbs (DESIGN.md §2, §6).
+
+Every verb takes ``--config`` (a resolved config file, as the workflow writes it, or a profile file
+merged over ``config/tiny.yaml``) and validates it against the schema before doing any work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import config as cfglib
+
+__all__ = ["main"]
+
+
+def _load_config(args) -> dict:
+    path, base = Path(args.config), Path(args.config_dir)
+    if (base / "tiny.yaml").is_file():  # a profile file (or a resolved one: merging it is then a no-op)
+        return cfglib.resolve(base, given={}, profile_file=path)
+    return cfglib.load(path)  # outside the repository: the file must be complete
+
+
+def _cmd_data_render(args) -> None:
+    from .data.build import render_dataset
+
+    cfg = _load_config(args)
+    manifest = render_dataset(cfg, Path(args.out), threads=args.threads, progress=not args.quiet)
+    n = sum(len(v) for v in manifest["splits"].values())
+    print(f"rendered {n} scenes into {args.out}")
+
+
+def _cmd_data_import(args) -> None:
+    from .data.importer import import_dataset
+
+    cfg = _load_config(args)
+    m = import_dataset(Path(args.root), Path(args.out), cfg["data"], depth_scale=args.depth_scale)
+    print(f"imported {sum(len(v) for v in m['splits'].values())} scenes with conditions {m['conditions']} "
+          f"into {args.out}")
+
+
+def _cmd_data_verify(args) -> None:
+    from .data.dataset import SceneDataset
+    from .data.store import load_manifest, verify
+
+    problems = verify(Path(args.root))
+    if problems:
+        raise SystemExit("dataset verification failed:\n  " + "\n  ".join(problems[:20]))
+    m = load_manifest(Path(args.root))
+    for split in m["splits"]:  # decode every file too: catches files the manifest does not cover
+        ds = SceneDataset(Path(args.root), split, ["image", *m["conditions"]], cache=False)
+        for i in range(len(ds)):
+            ds[i]
+    print(f"{args.root}: {len(m['files'])} files intact")
+
+
+def _cmd_figure_dataset(args) -> None:
+    from .paper.dataset_figure import dataset_figure
+
+    cfg = _load_config(args)
+    dataset_figure(Path(args.data), Path(args.out), cfg["figures"]["dataset_scenes"])
+
+
+def _cmd_config_check(args) -> None:
+    cfg = _load_config(args)
+    print(f"{args.config}: valid (profile {cfg['profile']}, hash {cfglib.config_hash(cfg)})")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="crucible", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="group", required=True)
+
+    def verb(group_parser, name, func, help_):
+        sp = group_parser.add_parser(name, help=help_)
+        sp.add_argument("--config", default="config/tiny.yaml", help="resolved config or profile file")
+        sp.add_argument("--config-dir", default="config", help="folder with tiny.yaml (for profile files)")
+        sp.set_defaults(func=func)
+        return sp
+
+    data = sub.add_parser("data", help="render, import and verify datasets").add_subparsers(dest="verb", required=True)
+    sp = verb(data, "render", _cmd_data_render, "render the multi-condition dataset with Mitsuba 3")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--threads", type=int, default=1)
+    sp.add_argument("--quiet", action="store_true")
+    sp = verb(data, "import", _cmd_data_import, "import <root>/<split>/<image|condition>/<id>.png")
+    sp.add_argument("root")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--depth-scale", type=float, default=0.001, help="metres per depth-PNG unit (default: mm)")
+    sp = data.add_parser("verify", help="check every file against the manifest and decode it")
+    sp.add_argument("root")
+    sp.set_defaults(func=_cmd_data_verify)
+
+    fig = sub.add_parser("figure", help="paper figures").add_subparsers(dest="verb", required=True)
+    sp = verb(fig, "dataset", _cmd_figure_dataset, "grid of RGB and every condition type")
+    sp.add_argument("--data", required=True)
+    sp.add_argument("--out", required=True)
+
+    conf = sub.add_parser("config", help="configuration").add_subparsers(dest="verb", required=True)
+    verb(conf, "check", _cmd_config_check, "validate a config against the schema")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (cfglib.ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"crucible: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
