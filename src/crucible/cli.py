@@ -55,6 +55,16 @@ def _cmd_data_verify(args) -> None:
     print(f"{args.root}: {len(m['files'])} files intact")
 
 
+def _cmd_data_pointer(args) -> None:
+    from .data.pointer import dvc_dir_hash, write_pointer
+
+    if args.out:
+        entry = write_pointer(Path(args.root), Path(args.out))
+        print(f"wrote {args.out}: md5 {entry['md5']} ({entry['nfiles']} files)")
+    else:
+        print(dvc_dir_hash(Path(args.root))["md5"])
+
+
 def _cmd_figure_dataset(args) -> None:
     from .paper.dataset_figure import dataset_figure
 
@@ -90,6 +100,11 @@ def _parser() -> argparse.ArgumentParser:
     sp = data.add_parser("verify", help="check every file against the manifest and decode it")
     sp.add_argument("root")
     sp.set_defaults(func=_cmd_data_verify)
+
+    sp = data.add_parser("pointer", help="DVC content hash of a dataset folder; --out writes a .dvc pointer")
+    sp.add_argument("root")
+    sp.add_argument("--out")
+    sp.set_defaults(func=_cmd_data_pointer)
 
     fig = sub.add_parser("figure", help="paper figures").add_subparsers(dest="verb", required=True)
     sp = verb(fig, "dataset", _cmd_figure_dataset, "grid of RGB and every condition type")

@@ -1,0 +1,40 @@
+"""DVC pointers of datasets: the content hash DVC itself computes (``md5 ….dir``), DESIGN.md §6.
+
+``data.dvc`` pins the default (tiny) dataset this way; ``evaluation/datasets/<profile>.yaml`` records
+other profiles' hashes in the same format so a test can check that a fresh render reproduces them.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import yaml
+
+__all__ = ["dvc_dir_hash", "write_pointer", "read_pointer"]
+
+
+def dvc_dir_hash(path: Path) -> dict:
+    """{md5, size, nfiles} of a folder, computed by DVC's own hashing (dvc-data), no DVC repo needed."""
+    from dvc.fs import LocalFileSystem
+    from dvc_data.hashfile.build import build
+    from dvc_data.hashfile.db import HashFileDB
+
+    fs = LocalFileSystem()
+    with tempfile.TemporaryDirectory() as tmp:
+        _, meta, obj = build(HashFileDB(fs, tmp), str(Path(path).resolve()), fs, "md5")
+    return {"md5": obj.hash_info.value, "size": meta.size, "nfiles": meta.nfiles}
+
+
+def write_pointer(data_dir: Path, out: Path) -> dict:
+    """Write a ``.dvc``-format pointer for ``data_dir`` (path relative to the pointer's folder)."""
+    out = Path(out)
+    rel = Path(os.path.relpath(Path(data_dir).resolve(), out.parent.resolve()))
+    entry = {**dvc_dir_hash(data_dir), "hash": "md5", "path": rel.as_posix()}
+    out.write_text(yaml.safe_dump({"outs": [entry]}, sort_keys=False))
+    return entry
+
+
+def read_pointer(path: Path) -> dict:
+    return yaml.safe_load(Path(path).read_text())["outs"][0]
