@@ -1,0 +1,78 @@
+"""The shared training loop: resume is bit-identical, NaN never overwrites a good checkpoint, bad
+checkpoints are refused by name (issues 3 and 7)."""
+
+import pytest
+import torch
+
+from crucible.train import (CheckpointError, LoopConfig, NonFiniteLossError, load_checkpoint, load_weights,
+                            run_training, save_checkpoint)
+
+X = torch.randn(64, 5, generator=torch.Generator().manual_seed(0))
+Y = X @ torch.randn(5, 1, generator=torch.Generator().manual_seed(1))
+
+
+def make(fail_at=None, nan_at=None):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.Dropout(0.1), torch.nn.Linear(16, 1))
+
+    def loss_fn(step):
+        if step == fail_at:
+            raise KeyboardInterrupt("simulated kill")
+        idx = torch.randint(0, 64, (8,))  # batch drawn from the per-step seeded RNG
+        loss = torch.nn.functional.mse_loss(model(X[idx]), Y[idx])
+        if step == nan_at:
+            loss = loss * float("nan")
+        return loss, {"mse": float(loss.detach())}
+
+    return model, loss_fn
+
+
+CFG = LoopConfig(steps=12, lr=1e-2, batch_size=8, warmup=2, ckpt_every=4)
+META = {"config": {"name": "toy"}}
+
+
+def test_interrupted_run_resumes_bit_identical(tmp_path):
+    ref, fn = make()
+    run_training(ref, ref.parameters(), fn, CFG, tmp_path / "a", seed=3, meta=META, progress=False)
+    m, fn = make(fail_at=6)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(m, m.parameters(), fn, CFG, tmp_path / "b", seed=3, meta=META, progress=False)
+    m, fn = make()  # a fresh process: new model object, resumes from step 4's checkpoint
+    summary = run_training(m, m.parameters(), fn, CFG, tmp_path / "b", seed=3, meta=META, progress=False)
+    assert summary["resumed_from"] == 4
+    for (k, a), b in zip(ref.state_dict().items(), m.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    rows_a = (tmp_path / "a" / "loss.csv").read_text().splitlines()
+    rows_b = (tmp_path / "b" / "loss.csv").read_text().splitlines()
+    assert rows_a == rows_b and len(rows_a) == 13  # header + one row per step, none duplicated
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    m, fn = make(nan_at=9)
+    with pytest.raises(NonFiniteLossError, match="non-finite loss nan at step 9"):
+        run_training(m, m.parameters(), fn, CFG, tmp_path, seed=0, meta=META, progress=False)
+    _, meta = load_checkpoint(tmp_path / "last")
+    assert meta["step"] == 7  # the checkpoint of step 8 (index 7) survives untouched
+
+
+def test_checkpoint_from_another_config_is_refused(tmp_path):
+    m, fn = make()
+    run_training(m, m.parameters(), fn, LoopConfig(steps=4, lr=1e-2, batch_size=8, ckpt_every=2), tmp_path,
+                 seed=0, meta=META, progress=False)
+    with pytest.raises(CheckpointError, match=r"another configuration \(differs in \['name'\]\)"):
+        run_training(m, m.parameters(), fn, CFG, tmp_path, seed=0, meta={"config": {"name": "other"}},
+                     progress=False)
+
+
+def test_truncated_and_mismatched_checkpoints_are_named(tmp_path):
+    m, _ = make()
+    save_checkpoint(tmp_path / "ck", m, {"config": {}})
+    st = tmp_path / "ck.safetensors"
+    st.write_bytes(st.read_bytes()[:-40])
+    with pytest.raises(CheckpointError, match="ck.safetensors: truncated or corrupt"):
+        load_checkpoint(tmp_path / "ck")
+    save_checkpoint(tmp_path / "ok", m, {"config": {}})
+    tensors, _ = load_checkpoint(tmp_path / "ok")
+    other = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Dropout(0.1), torch.nn.Linear(8, 1))
+    with pytest.raises(CheckpointError, match=r"ok: tensor '0\.(weight|bias)' has shape \(16\b"):
+        load_weights(other, tensors, source="ok")
