@@ -4,8 +4,15 @@ checkpoints are refused by name (issues 3 and 7)."""
 import pytest
 import torch
 
-from crucible.train import (CheckpointError, LoopConfig, NonFiniteLossError, load_checkpoint, load_weights,
-                            run_training, save_checkpoint)
+from crucible.train import (
+    CheckpointError,
+    LoopConfig,
+    NonFiniteLossError,
+    load_checkpoint,
+    load_weights,
+    run_training,
+    save_checkpoint,
+)
 
 X = torch.randn(64, 5, generator=torch.Generator().manual_seed(0))
 Y = X @ torch.randn(5, 1, generator=torch.Generator().manual_seed(1))

@@ -65,6 +65,53 @@ def _cmd_data_pointer(args) -> None:
         print(dvc_dir_hash(Path(args.root))["md5"])
 
 
+def _cmd_data_tensors(args) -> None:
+    from .data.tensors import pack_split
+
+    for split in args.splits:
+        pack_split(Path(args.data), split, Path(args.out_dir) / f"{split}.safetensors", progress=not args.quiet)
+
+
+def _results(cfg: dict, rows: list[dict], seed: int, tensors: Path, **extra) -> dict:
+    from .data.tensors import SplitTensors
+    from .provenance import provenance
+
+    return {"provenance": provenance(cfg, seed=seed, dataset_hash=SplitTensors(tensors).dataset_hash, **extra),
+            "rows": rows}
+
+
+def _cmd_cam_train(args) -> None:
+    from .train.cam import train_cam
+
+    cfg = _load_config(args)
+    train_cam(cfg, args.variant, args.seed, Path(args.tensors) / "train.safetensors", Path(args.out),
+              progress=not args.quiet)
+
+
+def _cmd_cam_eval(args) -> None:
+    from .evaluation.cam_eval import eval_cam
+    from .provenance import write_json
+
+    cfg = _load_config(args)
+    t = Path(args.tensors)
+    rows = eval_cam(cfg, Path(args.model), t / "test.safetensors", t / "train.safetensors", args.variant, args.seed)
+    write_json(_results(cfg, rows, args.seed, t / "test.safetensors", variant=args.variant), Path(args.out))
+
+
+def _cmd_cam_hotplug(args) -> None:
+    from .evaluation.cam_eval import eval_hotplug
+    from .provenance import write_json
+    from .train.cam import train_hotplug
+
+    cfg = _load_config(args)
+    t = Path(args.tensors)
+    run_dir = Path(args.out).with_suffix("")
+    result = train_hotplug(cfg, args.condition, args.n, args.seed, Path(args.base), t / "train.safetensors",
+                           run_dir, progress=not args.quiet)
+    rows = eval_hotplug(cfg, run_dir, t / "test.safetensors", result)
+    write_json({**_results(cfg, rows, args.seed, t / "test.safetensors"), "run": result}, Path(args.out))
+
+
 def _cmd_figure_dataset(args) -> None:
     from .paper.dataset_figure import dataset_figure
 
@@ -106,6 +153,31 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--out")
     sp.set_defaults(func=_cmd_data_pointer)
 
+    sp = data.add_parser("tensors", help="pack splits into safetensors files for fast training")
+    sp.add_argument("--data", required=True)
+    sp.add_argument("--out-dir", required=True)
+    sp.add_argument("--splits", nargs="+", default=["train", "val", "test"])
+    sp.add_argument("--quiet", action="store_true")
+    sp.set_defaults(func=_cmd_data_tensors)
+
+    cam = sub.add_parser("cam", help="CAM: train, evaluate, hot-plug").add_subparsers(dest="verb", required=True)
+    for name, func, help_ in (("train", _cmd_cam_train, "train one CAM variant with one seed"),
+                              ("eval", _cmd_cam_eval, "evaluate a trained CAM on the test split"),
+                              ("hotplug", _cmd_cam_hotplug, "train E_new for a held-out type, and from scratch")):
+        sp = verb(cam, name, func, help_)
+        sp.add_argument("--tensors", required=True, help="folder with <split>.safetensors (crucible data tensors)")
+        sp.add_argument("--seed", type=int, required=True)
+        sp.add_argument("--out", required=True)
+        sp.add_argument("--quiet", action="store_true")
+        if name in ("train", "eval"):
+            sp.add_argument("--variant", required=True)
+        if name == "eval":
+            sp.add_argument("--model", required=True, help="model checkpoint path without suffix")
+        if name == "hotplug":
+            sp.add_argument("--condition", required=True)
+            sp.add_argument("--n", type=int, required=True)
+            sp.add_argument("--base", required=True, help="trained full CAM (path without suffix)")
+
     fig = sub.add_parser("figure", help="paper figures").add_subparsers(dest="verb", required=True)
     sp = verb(fig, "dataset", _cmd_figure_dataset, "grid of RGB and every condition type")
     sp.add_argument("--data", required=True)
@@ -120,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         args.func(args)
-    except (cfglib.ConfigError, ValueError, FileNotFoundError) as e:
+    except (cfglib.ConfigError, ValueError, KeyError, FileNotFoundError, FloatingPointError) as e:
         print(f"crucible: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ["CONDITIONS", "canny_edges", "sketch_lines", "contour_lines", "condition_channels", "encode_condition"]
+__all__ = ["CONDITIONS", "canny_edges", "sketch_lines", "contour_lines", "condition_channels", "encode_batch",
+           "encode_condition"]
 
 # every condition type the suite knows; the config picks target / seen / held-out among them
 CONDITIONS = ("depth", "normal", "seg", "canny", "sketch", "contour")
@@ -40,7 +41,9 @@ def _neighbour_mask(a: np.ndarray, differs) -> np.ndarray:
     return out
 
 
-def sketch_lines(depth: np.ndarray, normal: np.ndarray, depth_rel_threshold: float, normal_deg_threshold: float) -> np.ndarray:
+def sketch_lines(
+    depth: np.ndarray, normal: np.ndarray, depth_rel_threshold: float, normal_deg_threshold: float
+) -> np.ndarray:
     """Line drawing from geometry: occluding edges and creases. depth (H,W) metres with 0 = no hit; normal (H,W,3).
 
     Occluding edges: inverse depth is affine in screen space on any plane, so a pixel whose inverse depth
@@ -74,20 +77,25 @@ def condition_channels(name: str, n_classes: int) -> int:
     return {"depth": 1, "normal": 3, "seg": n_classes, "canny": 1, "sketch": 1, "contour": 1}[name]
 
 
-def encode_condition(name: str, array: np.ndarray, n_classes: int, depth_max: float) -> torch.Tensor:
-    """On-disk array -> float tensor (C,H,W) in [0,1], the network input/target format.
+def encode_batch(name: str, raw: torch.Tensor, n_classes: int, depth_max: float) -> torch.Tensor:
+    """Stored form -> float tensor (B,C,H,W) in [0,1], the network input/target format.
 
-    depth: min(d / depth_max, 1) with background (0) mapped to 1 (far); normal: (n + 1) / 2 from the
-    uint8 PNG; seg: one-hot over the classes; line conditions: {0, 1}.
+    Stored forms (as on disk, batched): depth (B,H,W) float32 metres with 0 = no hit; normal (B,H,W,3)
+    uint8; seg (B,H,W) uint8 ids; line conditions (B,H,W) uint8 {0,255}.
+    Encodings: depth min(d / depth_max, 1) with background mapped to 1 (far); normal (n + 1) / 2;
+    seg one-hot over the classes; lines {0, 1}.
     """
     if name == "depth":
-        d = np.where(array > 0, array / depth_max, 1.0).clip(0.0, 1.0)
-        return torch.from_numpy(d.astype(np.float32))[None]
+        return torch.where(raw > 0, raw / depth_max, 1.0).clamp(0.0, 1.0).float()[:, None]
     if name == "normal":
-        return torch.from_numpy(array.astype(np.float32) / 255.0).permute(2, 0, 1).contiguous()
+        return raw.float().div(255.0).permute(0, 3, 1, 2).contiguous()
     if name == "seg":
-        ids = torch.from_numpy(array.astype(np.int64))
-        return torch.nn.functional.one_hot(ids, n_classes).permute(2, 0, 1).float()
+        return torch.nn.functional.one_hot(raw.long(), n_classes).permute(0, 3, 1, 2).float()
     if name in ("canny", "sketch", "contour"):
-        return torch.from_numpy((array > 127).astype(np.float32))[None]
+        return (raw > 127).float()[:, None]
     raise ValueError(f"unknown condition type {name!r}; known: {', '.join(CONDITIONS)}")
+
+
+def encode_condition(name: str, array: np.ndarray, n_classes: int, depth_max: float) -> torch.Tensor:
+    """One on-disk array -> (C,H,W) float tensor; see :func:`encode_batch`."""
+    return encode_batch(name, torch.from_numpy(np.ascontiguousarray(array))[None], n_classes, depth_max)[0]

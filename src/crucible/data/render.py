@@ -191,8 +191,9 @@ def render_scene(spec: dict, shape_kinds: list[str], size: int, spp: int, supers
         lin = lin.reshape(size, supersample, size, supersample, 3).mean(axis=(1, 3))
     rgb = _to_srgb_u8(lin)
     # 2. geometry: one sample in the pixel centre, box filter
-    scene = mi.load_dict({"type": "scene", "integrator": {"type": "aov", "aovs": "dd.y:depth,nn:sh_normal,si:shape_index"},
-                          "sensor": _sensor(mi, spec["camera"], size, 1, True), **shapes})
+    aovs = {"type": "aov", "aovs": "dd.y:depth,nn:sh_normal,si:shape_index"}
+    scene = mi.load_dict({"type": "scene", "integrator": aovs, "sensor": _sensor(mi, spec["camera"], size, 1, True),
+                          **shapes})
     aov = np.asarray(mi.render(scene, seed=seed), dtype=np.float32)  # (H, W, 5)
     depth = aov[..., 0]
     hit = depth > 0

@@ -78,6 +78,7 @@ def run_training(
 ) -> dict:
     """Train ``params`` of ``model`` for ``cfg.steps`` steps; resumes from ``out_dir/last`` when present.
 
+    The caller sets train/eval modes (a hot-plug run keeps the frozen parts in eval mode).
     ``meta`` (must hold the resolved ``config``) goes into every checkpoint; a ``last`` checkpoint made
     with another config is refused rather than silently resumed. Returns a summary dict.
     """
@@ -96,7 +97,6 @@ def run_training(
     new_log = not log_path.is_file() or start == 0
     log = log_path.open("w" if new_log else "a", newline="")
     writer = None
-    model.train()
     bar = tqdm(range(start, cfg.steps), desc=desc, disable=not progress, initial=start, total=cfg.steps)
     t0 = time.perf_counter()
     try:
