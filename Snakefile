@@ -11,10 +11,12 @@ configfile: "config/tiny.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/cam.smk"
 
 
 rule all:
     input:
         DATA,
         f"{PAPER}/figures/dataset.png",
+        CAM_RESULTS,
     default_target: True

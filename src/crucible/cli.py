@@ -132,13 +132,13 @@ def _parser() -> argparse.ArgumentParser:
         sp = group_parser.add_parser(name, help=help_)
         sp.add_argument("--config", default="config/tiny.yaml", help="resolved config or profile file")
         sp.add_argument("--config-dir", default="config", help="folder with tiny.yaml (for profile files)")
+        sp.add_argument("--threads", type=int, default=1, help="CPU threads (torch) or processes (render)")
         sp.set_defaults(func=func)
         return sp
 
     data = sub.add_parser("data", help="render, import and verify datasets").add_subparsers(dest="verb", required=True)
     sp = verb(data, "render", _cmd_data_render, "render the multi-condition dataset with Mitsuba 3")
     sp.add_argument("--out", required=True)
-    sp.add_argument("--threads", type=int, default=1)
     sp.add_argument("--quiet", action="store_true")
     sp = verb(data, "import", _cmd_data_import, "import <root>/<split>/<image|condition>/<id>.png")
     sp.add_argument("root")
@@ -190,6 +190,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)  # a Snakemake job uses exactly its rule's threads
     try:
         args.func(args)
     except (cfglib.ConfigError, ValueError, KeyError, FileNotFoundError, FloatingPointError) as e:

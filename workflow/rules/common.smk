@@ -20,8 +20,23 @@ CONFIG = f"{RESULTS}/config.yaml"
 cfglib.dump(config, CONFIG)
 
 
+SEEDS = config["seeds"]
+CAM_VARIANTS = list(config["cam"]["variants"])
+
+
+wildcard_constraints:
+    seed=r"\d+",
+    n=r"\d+",
+    variant=r"[a-z][a-z0-9_]*",
+
+
 # software environment of every rule (for --software-deployment-method conda); the pip pins are the same
 ENV = "../../environment.yml"
+
+
+def tensor_dir(wildcards, input):
+    """Folder of the packed split tensors, from the rule's own input."""
+    return Path(input.tensors[0]).parent
 
 
 def section_hash(*keys):

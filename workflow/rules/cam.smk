@@ -1,0 +1,102 @@
+# Stage: CAM — train every (variant, seed), evaluate it, and run the hot-plug protocol.
+
+
+rule tensors:
+    input:
+        DATA,
+    output:
+        expand("{results}/tensors/{split}.safetensors", results=RESULTS, split=["train", "val", "test"]),
+    log:
+        f"logs/{PROFILE}/tensors.log",
+    params:
+        out=lambda wc, output: Path(output[0]).parent,
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "crucible data tensors --data {input} --out-dir {params.out} 2> {log}"
+
+
+rule cam_train:
+    input:
+        tensors=rules.tensors.output,
+    output:
+        model=f"{RESULTS}/cam/{{variant}}/seed{{seed}}/model.safetensors",
+        meta=f"{RESULTS}/cam/{{variant}}/seed{{seed}}/model.json",
+        log=f"{RESULTS}/cam/{{variant}}/seed{{seed}}/loss.csv",
+    log:
+        f"logs/{PROFILE}/cam_train/{{variant}}_seed{{seed}}.log",
+    params:
+        config=CONFIG,
+        cam=section_hash("cam", "data"),
+        tensors=tensor_dir,
+        out=subpath(output.model, parent=True),
+    threads: 2
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=0,
+    shell:
+        "crucible cam train --config {params.config} --variant {wildcards.variant} --seed {wildcards.seed}"
+        " --tensors {params.tensors} --out {params.out} --threads {threads} 2> {log}"
+
+
+rule cam_eval:
+    input:
+        rules.cam_train.output.model,
+        tensors=rules.tensors.output,
+    output:
+        f"{RESULTS}/cam/{{variant}}/seed{{seed}}/eval.json",
+    log:
+        f"logs/{PROFILE}/cam_eval/{{variant}}_seed{{seed}}.log",
+    params:
+        config=CONFIG,
+        cam=section_hash("cam", "data"),
+        tensors=tensor_dir,
+        model=lambda wc, input: input[0].removesuffix(".safetensors"),
+    threads: 2
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    shell:
+        "crucible cam eval --config {params.config} --variant {wildcards.variant} --seed {wildcards.seed}"
+        " --tensors {params.tensors} --model {params.model} --out {output} --threads {threads} 2> {log}"
+
+
+rule cam_hotplug:
+    input:
+        base=f"{RESULTS}/cam/full/seed{{seed}}/model.safetensors",
+        tensors=rules.tensors.output,
+    output:
+        f"{RESULTS}/cam/hotplug/{{condition}}/n{{n}}/seed{{seed}}.json",
+    log:
+        f"logs/{PROFILE}/cam_hotplug/{{condition}}_n{{n}}_seed{{seed}}.log",
+    params:
+        config=CONFIG,
+        cam=section_hash("cam", "data"),
+        tensors=tensor_dir,
+        base=lambda wc, input: input.base.removesuffix(".safetensors"),
+    threads: 2
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "crucible cam hotplug --config {params.config} --condition {wildcards.condition} --n {wildcards.n}"
+        " --seed {wildcards.seed} --tensors {params.tensors} --base {params.base} --out {output}"
+        " --threads {threads} 2> {log}"
+
+
+CAM_RESULTS = expand(f"{RESULTS}/cam/{{variant}}/seed{{seed}}/eval.json", variant=CAM_VARIANTS, seed=SEEDS) + expand(
+    f"{RESULTS}/cam/hotplug/{{condition}}/n{{n}}/seed{{seed}}.json",
+    condition=config["data"]["held_out"],
+    n=config["cam"]["hotplug"]["n"],
+    seed=config["cam"]["hotplug"]["seeds"],
+)
