@@ -1,0 +1,1 @@
+"""Models of CRUCIBLE: cam, tokenizer, scvar."""
