@@ -1,0 +1,86 @@
+"""CAM training/eval/hot-plug glue on a small rendered dataset: determinism and bad input (issue 3)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from crucible import config as cfglib
+from crucible.data.build import render_dataset
+from crucible.data.tensors import SplitTensors, pack_split
+from crucible.evaluation.cam_eval import eval_cam, eval_hotplug
+from crucible.train.cam import build_cam, load_cam, train_cam, train_hotplug
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small_cfg():
+    cfg = cfglib.resolve(ROOT / "config", given={"profile": "smoke"})
+    cfg["data"]["image_size"] = 16
+    cfg["data"]["scenes"] = {"train": 6, "val": 2, "test": 4}
+    cfg["data"]["spp"] = 2
+    cfg["cam"]["resolution"] = 16
+    cfg["cam"]["train"] = {"steps": 3, "batch_size": 3, "lr": 1e-3, "ckpt_every": 2}
+    cfg["cam"]["hotplug"]["train"] = {"steps": 2, "batch_size": 2, "lr": 1e-3}
+    cfg["cam"]["eval"] = {"scenes": 4, "batch_size": 2}
+    return cfglib.validate(cfg)
+
+
+@pytest.fixture(scope="module")
+def tensors(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cam")
+    render_dataset(small_cfg(), tmp / "data", threads=1, progress=False)
+    for split in ("train", "test"):
+        pack_split(tmp / "data", split, tmp / "t" / f"{split}.safetensors", progress=False)
+    return tmp / "t"
+
+
+def _train_eval(cfg, tensors, out, variant="full", seed=0):
+    torch.set_num_threads(1)
+    train_cam(cfg, variant, seed, tensors / "train.safetensors", out, progress=False)
+    return eval_cam(cfg, out / "model", tensors / "test.safetensors", tensors / "train.safetensors", variant, seed)
+
+
+def test_same_seed_gives_identical_eval(tensors, tmp_path):
+    cfg = small_cfg()
+    a = _train_eval(cfg, tensors, tmp_path / "a")
+    b = _train_eval(cfg, tensors, tmp_path / "b")
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    metrics = {(r["condition"], r["metric"]) for r in a}
+    for cond in cfg["data"]["seen"]:
+        assert {(cond, m) for m in ("depth_l1", "depth_rmse", "depth_absrel", "depth_delta1", "kl", "flops")} <= metrics
+    assert (None, "consistency") in metrics
+    c = _train_eval(cfg, tensors, tmp_path / "c", seed=1)
+    assert json.dumps(a, sort_keys=True) != json.dumps(c, sort_keys=True)
+
+
+def test_hotplug_trains_only_e_new_and_reloads(tensors, tmp_path):
+    cfg = small_cfg()
+    torch.set_num_threads(1)
+    train_cam(cfg, "full", 0, tensors / "train.safetensors", tmp_path / "base", progress=False)
+    result = train_hotplug(cfg, "normal", 4, 0, tmp_path / "base" / "model", tensors / "train.safetensors",
+                           tmp_path / "hp", progress=False)
+    assert result["frozen_unchanged"] and result["n"] == 4
+    base, _ = load_cam(tmp_path / "base" / "model")
+    plugged, _ = load_cam(tmp_path / "hp" / "hotplug" / "model")
+    for k, v in base.state_dict().items():
+        assert torch.equal(v, plugged.state_dict()[k]), k
+    assert "normal" in plugged.in_channels and "normal" not in base.in_channels
+    rows = eval_hotplug(cfg, tmp_path / "hp", tensors / "test.safetensors", result)
+    assert {r["variant"] for r in rows} == {"hotplug", "scratch"}
+    with pytest.raises(ValueError, match="was seen in training"):
+        train_hotplug(cfg, "canny", 4, 0, tmp_path / "base" / "model", tensors / "train.safetensors",
+                      tmp_path / "hp2", progress=False)
+
+
+def test_bad_input_is_named(tensors):
+    cfg = small_cfg()
+    data = SplitTensors(tensors / "train.safetensors")
+    with pytest.raises(ValueError, match=r"unknown CAM variant 'fulll'; known: \['deterministic', 'full'"):
+        build_cam(cfg, "fulll", data, cfg["data"]["seen"])
+    with pytest.raises(ValueError, match="target condition 'depth' is also a source"):
+        build_cam(cfg, "full", data, ["canny", "depth"])
+    data.conditions = [c for c in data.conditions if c != "sketch"]  # a dataset without sketches
+    with pytest.raises(ValueError, match=r"condition type\(s\) \['sketch'\] are not in the data"):
+        build_cam(cfg, "full", data, cfg["data"]["seen"])
