@@ -1,0 +1,110 @@
+"""ECFM: condition pyramid net D_c and the cross-attention -> self-attention fusion module (seed §3.6.4)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .blocks import SelfAttention
+
+__all__ = ["ConditionPyramid", "CrossAttention", "ECFM"]
+
+
+class ConditionPyramid(nn.Module):
+    """D_c: condition c (B, Cc, H, W) -> pyramid tokens [c^1, ..., c^S] concatenated as (B, L, C).
+
+    A light strided-conv net brings c to the latent resolution; area pooling then gives one map per
+    scale pn (c^s_{pn x pn}), flattened row-major in the same order as the image tokens, plus a learned
+    position embedding, projected to the model width C.
+    """
+
+    def __init__(
+        self,
+        cond_channels: int,
+        hidden: int,
+        width: int,
+        image_size: int,
+        latent_size: int,
+        scales: tuple[int, ...],
+        zero_init_out: bool = False,
+        init_std: float = 0.02,
+    ):
+        super().__init__()
+        self.scales = tuple(scales)
+        n_down = int(round(math.log2(image_size // latent_size)))
+        if latent_size * 2**n_down != image_size:
+            raise ValueError(f"image_size {image_size} must be latent_size {latent_size} times a power of 2")
+        layers: list[nn.Module] = [nn.Conv2d(cond_channels, hidden, 3, padding=1), nn.SiLU()]
+        for _ in range(n_down):
+            layers += [nn.Conv2d(hidden, hidden, 3, stride=2, padding=1), nn.SiLU()]  # /2
+        layers.append(nn.Conv2d(hidden, hidden, 3, padding=1))
+        self.net = nn.Sequential(*layers)
+        num_tokens = sum(pn * pn for pn in self.scales)
+        self.pos_1LH = nn.Parameter(torch.zeros(1, num_tokens, hidden))
+        nn.init.trunc_normal_(self.pos_1LH, std=init_std)
+        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, width))
+        if zero_init_out:  # additive injection starts as a no-op, so a loaded base model is unchanged
+            nn.init.zeros_(self.out[1].weight)
+            nn.init.zeros_(self.out[1].bias)
+
+    def forward(self, cond_BCHW: torch.Tensor) -> torch.Tensor:
+        feat_BHhw = self.net(cond_BCHW)
+        pyramid = [
+            rearrange(F.adaptive_avg_pool2d(feat_BHhw, pn), "b c h w -> b (h w) c")  # (B, pn*pn, hidden)
+            for pn in self.scales
+        ]
+        return self.out(torch.cat(pyramid, dim=1) + self.pos_1LH)  # (B, L, C)
+
+
+class CrossAttention(nn.Module):
+    """Q from the image tokens, K = V from the condition tokens."""
+
+    def __init__(self, width: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.q = nn.Linear(width, width)
+        self.kv = nn.Linear(width, 2 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x_BLC: torch.Tensor, c_BMC: torch.Tensor, mask_LM: torch.Tensor | None) -> torch.Tensor:
+        q = rearrange(self.q(x_BLC), "b l (h d) -> b h l d", h=self.heads)
+        k, v = rearrange(self.kv(c_BMC), "b m (two h d) -> two b h m d", two=2, h=self.heads)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask_LM, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.proj(rearrange(out, "b h l d -> b l (h d)"))
+
+
+class ECFM(nn.Module):
+    """f_cross = f + CrossAttn(Q=f^s, K=V=c^s);  f_out = f_cross + SelfAttn(f_cross), block-causal.
+
+    Both output projections are zero-initialised, so a fresh ECFM is the identity and an unconditional
+    base model loaded into an ECFM variant starts out computing exactly the base model.
+    """
+
+    def __init__(self, width: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        self.ln_x = nn.LayerNorm(width, eps=1e-6)
+        self.ln_c = nn.LayerNorm(width, eps=1e-6)
+        self.cross_attn = CrossAttention(width, heads, dropout)
+        self.ln_s = nn.LayerNorm(width, eps=1e-6)
+        self.self_attn = SelfAttention(width, heads, dropout)
+        for proj in (self.cross_attn.proj, self.self_attn.proj):
+            nn.init.zeros_(proj.weight)
+            nn.init.zeros_(proj.bias)
+
+    def forward(
+        self,
+        f_BLC: torch.Tensor,
+        c_BMC: torch.Tensor,
+        cross_mask_LM: torch.Tensor | None,
+        self_mask_LL: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """cross_mask: block-diagonal over the concatenated pyramid (None when f and c are one scale);
+        self_mask: block-causal (None with the KV cache on)."""
+        f_BLC = f_BLC + self.cross_attn(self.ln_x(f_BLC), self.ln_c(c_BMC), cross_mask_LM)
+        return f_BLC + self.self_attn(self.ln_s(f_BLC), self_mask_LL)
