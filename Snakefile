@@ -12,6 +12,8 @@ configfile: "config/tiny.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/cam.smk"
+include: "workflow/rules/scvar.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:
@@ -19,4 +21,6 @@ rule all:
         DATA,
         f"{PAPER}/figures/dataset.png",
         CAM_RESULTS,
+        SCVAR_RESULTS,
+        EVAL_RESULTS,
     default_target: True

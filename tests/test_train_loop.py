@@ -58,17 +58,23 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     m, fn = make(nan_at=9)
     with pytest.raises(NonFiniteLossError, match="non-finite loss nan at step 9"):
         run_training(m, m.parameters(), fn, CFG, tmp_path, seed=0, meta=META, progress=False)
-    _, meta = load_checkpoint(tmp_path / "last")
+    _, meta = load_checkpoint(next(tmp_path.glob("last-*.json")).with_suffix(""))
     assert meta["step"] == 7  # the checkpoint of step 8 (index 7) survives untouched
 
 
-def test_checkpoint_from_another_config_is_refused(tmp_path):
+def test_state_of_another_config_is_neither_resumed_nor_overwritten(tmp_path):
     m, fn = make()
     run_training(m, m.parameters(), fn, LoopConfig(steps=4, lr=1e-2, batch_size=8, ckpt_every=2), tmp_path,
                  seed=0, meta=META, progress=False)
+    (old,) = tmp_path.glob("last-*.safetensors")
+    before = old.read_bytes()
+    m, fn = make()
+    summary = run_training(m, m.parameters(), fn, CFG, tmp_path, seed=0, meta={"config": {"name": "other"}},
+                           progress=False)
+    assert summary["resumed_from"] == 0 and old.read_bytes() == before
+    assert len(list(tmp_path.glob("last-*.safetensors"))) == 2
     with pytest.raises(CheckpointError, match=r"another configuration \(differs in \['name'\]\)"):
-        run_training(m, m.parameters(), fn, CFG, tmp_path, seed=0, meta={"config": {"name": "other"}},
-                     progress=False)
+        load_checkpoint(old.with_suffix(""), expect_config={"name": "other"})
 
 
 def test_truncated_and_mismatched_checkpoints_are_named(tmp_path):

@@ -112,6 +112,72 @@ def _cmd_cam_hotplug(args) -> None:
     write_json({**_results(cfg, rows, args.seed, t / "test.safetensors"), "run": result}, Path(args.out))
 
 
+def _cmd_tokenizer(args) -> None:
+    from .data.tensors import SplitTensors
+    from .provenance import write_json
+    from .train.tokenizer import eval_tokenizer, load_tokenizer, tokenize_split, train_tokenizer
+
+    cfg = _load_config(args)
+    t, out = Path(args.tensors), Path(args.out)
+    if args.verb == "train":
+        train_tokenizer(cfg, cfg["seeds"][0], t / "train.safetensors", out, progress=not args.quiet)
+        return
+    vq = load_tokenizer(Path(args.model), cfg)
+    if args.verb == "eval":
+        m = eval_tokenizer(vq, SplitTensors(t / "test.safetensors"), cfg["tokenizer"]["eval"]["batch_size"])
+        rows = [{"stage": "tokenizer", "variant": "tokenizer", "seed": cfg["seeds"][0], "condition": None,
+                 "metric": k, "value": v} for k, v in m.items()]
+        write_json(_results(cfg, rows, cfg["seeds"][0], t / "test.safetensors"), out)
+    else:  # tokenize
+        import os
+
+        from safetensors.torch import save_file
+
+        codes = tokenize_split(vq, SplitTensors(t / "train.safetensors"), cfg["tokenizer"]["eval"]["batch_size"])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"tokens": codes.contiguous()}, str(out) + ".tmp")
+        os.replace(str(out) + ".tmp", out)
+
+
+def _cmd_scvar_train(args) -> None:
+    from .train.scvar import train_scvar
+
+    cfg = _load_config(args)
+    t = Path(args.tensors)
+    train_scvar(cfg, args.variant, args.seed, t / "train.safetensors", Path(args.tokens), Path(args.tokenizer),
+                Path(args.out), base=Path(args.base) if args.base else None, progress=not args.quiet)
+
+
+def _cmd_scvar_sample(args) -> None:
+    from .train.scvar import sample_scvar
+
+    cfg = _load_config(args)
+    cams = dict(pair.split("=", 1) for pair in args.cam)
+    sample_scvar(cfg, Path(args.model), Path(args.tokenizer), Path(args.tensors) / "test.safetensors", args.seed,
+                 Path(args.out), {k: Path(v) for k, v in cams.items()})
+
+
+def _cmd_judges_fit(args) -> None:
+    from .evaluation.judges.fit import fit_judge
+    from .provenance import write_json
+
+    cfg = _load_config(args)
+    t = Path(args.tensors)
+    rows = fit_judge(cfg, args.kind, t / "train.safetensors", t / "test.safetensors", Path(args.out),
+                     progress=not args.quiet)
+    write_json(_results(cfg, rows, cfg["seeds"][0], t / "test.safetensors"), Path(args.quality))
+
+
+def _cmd_evaluate_samples(args) -> None:
+    from .evaluation.generation import evaluate_samples
+    from .provenance import write_json
+
+    cfg = _load_config(args)
+    test = Path(args.tensors) / "test.safetensors"
+    rows = evaluate_samples(cfg, Path(args.samples), test, Path(args.judges), args.variant, args.seed)
+    write_json(_results(cfg, rows, args.seed, test, variant=args.variant), Path(args.out))
+
+
 def _cmd_figure_dataset(args) -> None:
     from .paper.dataset_figure import dataset_figure
 
@@ -177,6 +243,41 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--condition", required=True)
             sp.add_argument("--n", type=int, required=True)
             sp.add_argument("--base", required=True, help="trained full CAM (path without suffix)")
+
+    tok = sub.add_parser("tokenizer", help="multi-scale VQ tokenizer").add_subparsers(dest="verb", required=True)
+    for name, help_ in (("train", "train on the RGB train split"), ("eval", "PSNR/SSIM/codebook use on test"),
+                        ("tokenize", "code indices of the train split for SCVAR")):
+        sp = verb(tok, name, _cmd_tokenizer, help_)
+        sp.add_argument("--tensors", required=True)
+        sp.add_argument("--out", required=True)
+        sp.add_argument("--quiet", action="store_true")
+        if name != "train":
+            sp.add_argument("--model", required=True, help="tokenizer checkpoint (path without suffix)")
+
+    scv = sub.add_parser("scvar", help="SCVAR: train, sample").add_subparsers(dest="verb", required=True)
+    sp = verb(scv, "train", _cmd_scvar_train, "train the base (--variant base) or a variant from it")
+    for a in ("--variant", "--tensors", "--tokens", "--tokenizer", "--out"):
+        sp.add_argument(a, required=True)
+    sp.add_argument("--seed", type=int, required=True)
+    sp.add_argument("--base", help="base checkpoint (path without suffix); needed by every variant")
+    sp.add_argument("--quiet", action="store_true")
+    sp = verb(scv, "sample", _cmd_scvar_sample, "images for test scenes from GT and CAM-aligned depth")
+    for a in ("--model", "--tokenizer", "--tensors", "--out"):
+        sp.add_argument(a, required=True)
+    sp.add_argument("--seed", type=int, required=True)
+    sp.add_argument("--cam", nargs="*", default=[], help="SOURCE=CAM_CHECKPOINT pairs (full pipeline)")
+
+    jdg = sub.add_parser("judges", help="frozen in-domain judges").add_subparsers(dest="verb", required=True)
+    sp = verb(jdg, "fit", _cmd_judges_fit, "train one judge on the train split, report its test quality")
+    sp.add_argument("--kind", required=True, choices=["encoder", "depth", "normal", "seg"])
+    for a in ("--tensors", "--out", "--quality"):
+        sp.add_argument(a, required=True)
+    sp.add_argument("--quiet", action="store_true")
+    evl = sub.add_parser("evaluate", help="generation metrics").add_subparsers(dest="verb", required=True)
+    sp = verb(evl, "samples", _cmd_evaluate_samples, "FID/KID/PR, controllability, CLIP-I of SCVAR samples")
+    for a in ("--samples", "--judges", "--tensors", "--variant", "--out"):
+        sp.add_argument(a, required=True)
+    sp.add_argument("--seed", type=int, required=True)
 
     fig = sub.add_parser("figure", help="paper figures").add_subparsers(dest="verb", required=True)
     sp = verb(fig, "dataset", _cmd_figure_dataset, "grid of RGB and every condition type")

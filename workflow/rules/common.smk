@@ -30,6 +30,10 @@ wildcard_constraints:
     variant=r"[a-z][a-z0-9_]*",
 
 
+TOK = f"{RESULTS}/tokenizer"
+SCVAR_DIR = f"{RESULTS}/scvar"
+
+
 # software environment of every rule (for --software-deployment-method conda); the pip pins are the same
 ENV = "../../environment.yml"
 
@@ -42,3 +46,35 @@ def tensor_dir(wildcards, input):
 def section_hash(*keys):
     """Param that reruns a rule when (only) the named config sections change."""
     return cfglib.config_hash({k: config[k] for k in keys})
+
+
+def scvar_base(wildcards):
+    """Every variant starts from the one unconditional base (trained with the first seed)."""
+    return [] if wildcards.variant == "base" else [f"{SCVAR_DIR}/base/seed{SEEDS[0]}/model.safetensors"]
+
+
+def cam_aligners(wildcards):
+    """The CAM checkpoints that align each source type to depth for this seed: the `full` CAM for seen
+    types, the hot-plugged E_new (largest n) for held-out types, where those runs exist."""
+    seed = int(wildcards.seed)
+    out = {}
+    if "full" in CAM_VARIANTS and seed in SEEDS:
+        for cond in config["data"]["seen"]:
+            out[cond] = f"{RESULTS}/cam/full/seed{seed}/model.safetensors"
+    if seed in config["cam"]["hotplug"]["seeds"]:
+        n = max(config["cam"]["hotplug"]["n"])
+        for cond in config["data"]["held_out"]:
+            out[cond] = f"{RESULTS}/cam/hotplug/{cond}/n{n}/seed{seed}.json"
+    return out
+
+
+def cam_flag(wildcards, input):
+    pairs = []
+    for cond in cam_aligners(wildcards):
+        path = input[cond]
+        if path.endswith(".json"):  # a hot-plug run: its E_new model sits in the run's folder
+            model = Path(path).with_suffix("").joinpath("hotplug", "model")
+        else:
+            model = path.removesuffix(".safetensors")
+        pairs.append(f"{cond}={model}")
+    return " ".join(pairs)

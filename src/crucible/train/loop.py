@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..config import config_hash
 from .checkpoint import checkpoint_exists, load_checkpoint, load_weights, save_checkpoint
 
 __all__ = ["LoopConfig", "NonFiniteLossError", "step_seed", "run_training"]
@@ -76,20 +77,22 @@ def run_training(
     desc: str = "train",
     progress: bool = True,
 ) -> dict:
-    """Train ``params`` of ``model`` for ``cfg.steps`` steps; resumes from ``out_dir/last`` when present.
+    """Train ``params`` of ``model`` for ``cfg.steps`` steps; resumes from ``out_dir/last-<config hash>``.
 
     The caller sets train/eval modes (a hot-plug run keeps the frozen parts in eval mode).
-    ``meta`` (must hold the resolved ``config``) goes into every checkpoint; a ``last`` checkpoint made
-    with another config is refused rather than silently resumed. Returns a summary dict.
+    ``meta`` (must hold the resolved ``config``) goes into every checkpoint; state saved under another
+    config is neither resumed nor overwritten. Returns a summary dict.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     params = [p for p in params if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    last, log_path = out_dir / "last", out_dir / "loss.csv"
+    # resumable state is keyed by the config: an edited config starts afresh and never clobbers (or is
+    # resumed from) the state of another one
+    last, log_path = out_dir / f"last-{config_hash(meta['config'])}", out_dir / "loss.csv"
     start, seconds = 0, 0.0
     if checkpoint_exists(last):
-        tensors, ck = load_checkpoint(last, expect_config=meta["config"])
+        tensors, ck = load_checkpoint(last, expect_config=meta["config"])  # also guards hash collisions
         load_weights(model, tensors, source=str(last))
         opt.load_state_dict(_optimizer_state(tensors, ck))
         start, seconds = ck["step"] + 1, ck["seconds"]

@@ -1,0 +1,127 @@
+"""Training and sampling of SCVAR variants (seed §3.6; DESIGN.md §5; issue 4).
+
+1. The unconditional base is trained once (seed = the first configured seed) on the frozen tokenizer's
+   codes of the RGB train split: teacher forcing from the cumulative f̂, cross-entropy over all tokens.
+2. Every variant (``uncond`` included) starts from that base and gets the same ``scvar.train`` steps,
+   per configured seed; conditional variants see the ground-truth depth of the scene, dropped with
+   ``cond_dropout`` for classifier-free guidance; ``lora`` trains only adapters + condition encoder.
+3. Sampling writes uint8 images for the first test scenes, conditioned (a) on ground-truth depth and
+   (b) on CAM-aligned depth from every other condition type: the full CRUCIBLE pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from ..data.tensors import SplitTensors
+from ..models.scvar import SCVAR, SCVARConfig, load_base_into
+from ..provenance import provenance
+from .checkpoint import load_checkpoint, load_weights, save_checkpoint
+from .loop import LoopConfig, run_training
+from .tokenizer import load_tokenizer, tokenizer_config
+
+__all__ = ["scvar_config", "train_scvar", "load_scvar", "sample_scvar"]
+
+BASE = "base"
+
+
+def scvar_config(cfg: dict, variant: str) -> SCVARConfig:
+    """SCVARConfig of ``scvar.model`` + the variant's overrides (``base`` = the unconditional base)."""
+    variants = cfg["scvar"]["variants"]
+    if variant != BASE and variant not in variants:
+        raise ValueError(f"unknown SCVAR variant {variant!r}; known: {sorted(variants)}")
+    overrides = {"variant": "uncond"} if variant == BASE else variants[variant]
+    return SCVARConfig.from_dict({**cfg["scvar"]["model"], **overrides})
+
+
+def _split_tokens(tokens_NL: torch.Tensor, scales) -> list[torch.Tensor]:
+    return list(torch.split(tokens_NL, [p * p for p in scales], dim=1))
+
+
+def train_scvar(cfg: dict, variant: str, seed: int, tensors: Path, tokens: Path, tokenizer: Path, out_dir: Path,
+                base: Path | None = None, progress: bool = True) -> dict:
+    """Train the base (``variant == "base"``) or a variant started from ``base``."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    vq = load_tokenizer(tokenizer, cfg, device)
+    data = SplitTensors(tensors)
+    codes_NL = load_file(str(tokens))["tokens"]
+    if codes_NL.shape[0] != len(data):
+        raise ValueError(f"{tokens}: {codes_NL.shape[0]} token rows for {len(data)} images of {tensors}")
+    torch.manual_seed(seed)
+    model = SCVAR(scvar_config(cfg, variant), tokenizer_config(cfg), vq.quantize).to(device)
+    if variant != BASE:
+        base_tensors, _ = load_checkpoint(base, device=device)
+        load_base_into(model, {k[len("model."):]: v for k, v in base_tensors.items() if k.startswith("model.")})
+    model.train()
+    loop = LoopConfig(**cfg["scvar"]["base_train" if variant == BASE else "train"])
+    target = cfg["data"]["target"]
+
+    def loss_fn(step: int):
+        idx = torch.randint(len(data), (loop.batch_size,))
+        idx_list = [t.to(device) for t in _split_tokens(codes_NL[idx], vq.cfg.scales)]
+        x_BLC = vq.quantize.idx_to_var_input(idx_list)
+        cond = data.field(target, idx).to(device) if model.cfg.uses_condition else None
+        loss = model.loss(model(x_BLC, cond), idx_list)
+        return loss, {}
+
+    meta = {"config": {"scvar": cfg["scvar"], "tokenizer": cfg["tokenizer"], "variant": variant,
+                       "data": cfg["data"]}, "seed": seed, "variant": variant}
+    summary = run_training(model, model.trainable_parameters(), loss_fn, loop, out_dir, seed, meta,
+                           f"scvar {variant} s{seed}", progress)
+    save_checkpoint(Path(out_dir) / "model", model, {**meta, "scvar_config": vars(model.cfg),
+                                                     "provenance": provenance(cfg, seed=seed, **summary)})
+    return summary
+
+
+def load_scvar(path: Path, cfg: dict, vq, device="cpu") -> SCVAR:
+    tensors, meta = load_checkpoint(path, device=device)
+    model = SCVAR(SCVARConfig.from_dict(meta["scvar_config"]), tokenizer_config(cfg), vq.quantize)
+    load_weights(model, tensors, source=str(path))
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def _cam_depth(cam_path: Path, data: SplitTensors, cond: str, idx: torch.Tensor, res: int, size: int, device):
+    from .cam import load_cam, resize
+
+    cam, _ = load_cam(cam_path, device)
+    pred = cam(resize(data.field(cond, idx), res).to(device), cond, sample=False).pred_B1HW
+    return F.interpolate(pred, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+
+
+@torch.no_grad()
+def sample_scvar(cfg: dict, model_path: Path, tokenizer: Path, tensors: Path, seed: int, out: Path,
+                 cam_models: dict[str, Path]) -> dict[str, int]:
+    """Images for the first ``scvar.sample.scenes`` test scenes per condition source; writes ``out``
+    (safetensors: source -> uint8 (N,3,H,W)). ``cam_models``: source type -> CAM checkpoint aligning it."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    s = cfg["scvar"]["sample"]
+    vq = load_tokenizer(tokenizer, cfg, device)
+    model = load_scvar(model_path, cfg, vq, device)
+    data = SplitTensors(tensors)
+    n, size = min(s["scenes"], len(data)), cfg["data"]["image_size"]
+    sources = {"gt_depth": None, **cam_models} if model.cfg.uses_condition else {"none": None}
+    images = {}
+    for src, cam_path in sources.items():
+        gen = torch.Generator().manual_seed(seed)
+        chunks = []
+        for start in range(0, n, s["batch_size"]):
+            idx = torch.arange(start, min(n, start + s["batch_size"]))
+            cond = None
+            if model.cfg.uses_condition:
+                cond = (data.field(cfg["data"]["target"], idx).to(device) if cam_path is None else
+                        _cam_depth(cam_path, data, src, idx, cfg["cam"]["resolution"], size, device))
+            img = model.generate_images(vq, len(idx), cond, cfg_scale=s["cfg_scale"], top_k=s["top_k"],
+                                        top_p=s["top_p"], generator=gen)
+            chunks.append(((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu())
+        images[src] = torch.cat(chunks)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(images, str(out) + ".tmp", metadata={"scenes": str(n), "seed": str(seed)})
+    os.replace(str(out) + ".tmp", out)
+    return {k: int(v.shape[0]) for k, v in images.items()}

@@ -1,0 +1,102 @@
+"""Training and evaluation of the multi-scale VQ tokenizer on the RGB train split (seed §3.6.2; issue 4).
+
+Loss: L1 + L2 reconstruction + the quantizer's VQ loss (codebook + β·commitment, straight-through).
+VAR's tokenizer training code is not public; this one is ours. Evaluation on the test split:
+reconstruction PSNR and SSIM (kornia), codebook usage and perplexity per scale.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..data.tensors import SplitTensors
+from ..models.tokenizer import VQVAE, TokenizerConfig
+from ..provenance import provenance
+from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from .loop import LoopConfig, run_training
+
+__all__ = ["tokenizer_config", "train_tokenizer", "load_tokenizer", "eval_tokenizer", "tokenize_split"]
+
+
+def tokenizer_config(cfg: dict) -> TokenizerConfig:
+    return TokenizerConfig.from_dict({**cfg["tokenizer"]["model"], "image_size": cfg["data"]["image_size"]})
+
+
+def _to_pm1(img01: torch.Tensor) -> torch.Tensor:
+    return img01 * 2.0 - 1.0
+
+
+def train_tokenizer(cfg: dict, seed: int, tensors: Path, out_dir: Path, progress: bool = True) -> dict:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    data = SplitTensors(tensors)
+    tok_cfg = tokenizer_config(cfg)
+    torch.manual_seed(seed)
+    model = VQVAE(tok_cfg).to(device).train()
+    loop = LoopConfig(**cfg["tokenizer"]["train"])
+
+    def loss_fn(step: int):
+        img = _to_pm1(data.field("image", torch.randint(len(data), (loop.batch_size,)))).to(device)
+        rec, vq_loss, info = model(img)
+        l1, l2 = F.l1_loss(rec, img), F.mse_loss(rec, img)
+        return l1 + l2 + vq_loss, {"l1": float(l1), "l2": float(l2), "vq": float(vq_loss),
+                                   "usage": float(info["usage_mean"])}
+
+    meta = {"config": {"tokenizer": cfg["tokenizer"], "image_size": cfg["data"]["image_size"]}, "seed": seed}
+    summary = run_training(model, model.parameters(), loss_fn, loop, out_dir, seed, meta, "tokenizer", progress)
+    save_checkpoint(Path(out_dir) / "model", model, {**meta, "tokenizer_config": tok_cfg.to_dict(),
+                                                     "provenance": provenance(cfg, seed=seed, **summary)})
+    return summary
+
+
+def load_tokenizer(path: Path, cfg: dict | None = None, device="cpu") -> VQVAE:
+    """A trained tokenizer; with ``cfg``, refuses one trained with another tokenizer config."""
+    tensors, meta = load_checkpoint(path, device=device)
+    tok_cfg = TokenizerConfig.from_dict(meta["tokenizer_config"])
+    if cfg is not None and tok_cfg != tokenizer_config(cfg):
+        raise CheckpointError(f"{Path(path)}.safetensors: tokenizer trained with another config "
+                              f"({tok_cfg.to_dict()} vs {tokenizer_config(cfg).to_dict()}); retrain it")
+    model = VQVAE(tok_cfg)
+    load_weights(model, tensors, source=str(path))
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def tokenize_split(model: VQVAE, data: SplitTensors, batch: int) -> torch.Tensor:
+    """(N, L) code indices of every image of a split, all scales concatenated (L = Σ pn²)."""
+    device = next(model.parameters()).device
+    out = []
+    for s in range(0, len(data), batch):
+        img = _to_pm1(data.field("image", torch.arange(s, min(len(data), s + batch)))).to(device)
+        out.append(torch.cat(model.img_to_idx(img), dim=1).cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def eval_tokenizer(model: VQVAE, data: SplitTensors, batch: int) -> dict[str, float]:
+    from kornia.metrics import ssim
+
+    device = next(model.parameters()).device
+    mse_sum, ssim_sum, n = 0.0, 0.0, 0
+    scales = model.cfg.scales
+    counts = [torch.zeros(model.cfg.codebook_size, dtype=torch.long) for _ in scales]
+    for s in range(0, len(data), batch):
+        img01 = data.field("image", torch.arange(s, min(len(data), s + batch))).to(device)
+        idx = model.img_to_idx(_to_pm1(img01))
+        rec01 = (model.idx_to_img(idx) + 1) / 2
+        mse_sum += F.mse_loss(rec01, img01, reduction="none").flatten(1).mean(1).clamp_min(1e-10).log10().sum().item()
+        ssim_sum += ssim(rec01, img01, window_size=7).flatten(1).mean(1).sum().item()
+        n += img01.shape[0]
+        for c, i in zip(counts, idx, strict=True):
+            c += torch.bincount(i.flatten().cpu(), minlength=model.cfg.codebook_size)
+    out = {"psnr": -10.0 * mse_sum / n, "ssim": ssim_sum / n}  # PSNR averaged per image (peak 1)
+    for pn, c in zip(scales, counts, strict=True):
+        p = c.double() / c.sum()
+        out[f"usage_s{pn}"] = float((c > 0).double().mean())
+        out[f"perplexity_s{pn}"] = float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum()))
+    out["usage_all"] = float((sum(counts) > 0).double().mean())
+    assert math.isfinite(out["psnr"])
+    return out

@@ -1,0 +1,60 @@
+# Stage: frozen judges (trained once per dataset) and the generation metrics of every SCVAR sample set.
+
+JUDGE_KINDS = ["encoder", "depth", "normal", "seg"]
+
+
+rule judge_fit:
+    input:
+        tensors=rules.tensors.output,
+    output:
+        model=f"{RESULTS}/judges/{{kind}}.safetensors",
+        quality=f"{RESULTS}/judges/{{kind}}.json",
+    log:
+        f"logs/{PROFILE}/judge_fit/{{kind}}.log",
+    wildcard_constraints:
+        kind="|".join(JUDGE_KINDS),
+    params:
+        config=CONFIG,
+        section=section_hash("judges", "seeds"),
+        tensors=tensor_dir,
+    threads: 2
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=0,
+    shell:
+        "crucible judges fit --config {params.config} --kind {wildcards.kind} --tensors {params.tensors}"
+        " --out {output.model} --quality {output.quality} --threads {threads} 2> {log}"
+
+
+rule scvar_eval:
+    input:
+        samples=rules.scvar_sample.output,
+        judges=expand(f"{RESULTS}/judges/{{kind}}.safetensors", kind=JUDGE_KINDS),
+        tensors=rules.tensors.output,
+    output:
+        f"{SCVAR_DIR}/{{variant}}/seed{{seed}}/eval.json",
+    log:
+        f"logs/{PROFILE}/scvar_eval/{{variant}}_seed{{seed}}.log",
+    params:
+        config=CONFIG,
+        section=section_hash("evaluation"),
+        tensors=tensor_dir,
+        judges=lambda wc, input: Path(input.judges[0]).parent,
+    threads: 2
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    shell:
+        "crucible evaluate samples --config {params.config} --variant {wildcards.variant} --seed {wildcards.seed}"
+        " --samples {input.samples} --judges {params.judges} --tensors {params.tensors} --out {output}"
+        " --threads {threads} 2> {log}"
+
+
+EVAL_RESULTS = expand(f"{RESULTS}/judges/{{kind}}.json", kind=JUDGE_KINDS) + expand(
+    f"{SCVAR_DIR}/{{variant}}/seed{{seed}}/eval.json", variant=SCVAR_VARIANTS, seed=SEEDS
+)

@@ -1,0 +1,142 @@
+# Stage: tokenizer and SCVAR — tokenizer, unconditional base, every (variant, seed), sampling.
+
+
+rule tokenizer_train:
+    input:
+        tensors=rules.tensors.output,
+    output:
+        model=f"{TOK}/model.safetensors",
+        meta=f"{TOK}/model.json",
+        log=f"{TOK}/loss.csv",
+    log:
+        f"logs/{PROFILE}/tokenizer_train.log",
+    params:
+        config=CONFIG,
+        section=section_hash("tokenizer", "seeds"),
+        tensors=tensor_dir,
+        out=subpath(output.model, parent=True),
+    threads: 2
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "crucible tokenizer train --config {params.config} --tensors {params.tensors} --out {params.out}"
+        " --threads {threads} 2> {log}"
+
+
+rule tokenizer_eval:
+    input:
+        model=rules.tokenizer_train.output.model,
+        tensors=rules.tensors.output,
+    output:
+        f"{TOK}/eval.json",
+    log:
+        f"logs/{PROFILE}/tokenizer_eval.log",
+    params:
+        config=CONFIG,
+        section=section_hash("tokenizer"),
+        tensors=tensor_dir,
+        model=lambda wc, input: input.model.removesuffix(".safetensors"),
+    threads: 2
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    shell:
+        "crucible tokenizer eval --config {params.config} --tensors {params.tensors} --model {params.model}"
+        " --out {output} --threads {threads} 2> {log}"
+
+
+rule tokenize:
+    input:
+        model=rules.tokenizer_train.output.model,
+        tensors=rules.tensors.output,
+    output:
+        f"{TOK}/tokens_train.safetensors",
+    log:
+        f"logs/{PROFILE}/tokenize.log",
+    params:
+        config=CONFIG,
+        section=section_hash("tokenizer"),
+        tensors=tensor_dir,
+        model=lambda wc, input: input.model.removesuffix(".safetensors"),
+    threads: 2
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    shell:
+        "crucible tokenizer tokenize --config {params.config} --tensors {params.tensors} --model {params.model}"
+        " --out {output} --threads {threads} 2> {log}"
+
+
+rule scvar_train:
+    input:
+        unpack(lambda wc: {"base": scvar_base(wc)}),
+        tensors=rules.tensors.output,
+        tokens=rules.tokenize.output,
+        tokenizer=rules.tokenizer_train.output.model,
+    output:
+        model=f"{SCVAR_DIR}/{{variant}}/seed{{seed}}/model.safetensors",
+        meta=f"{SCVAR_DIR}/{{variant}}/seed{{seed}}/model.json",
+        log=f"{SCVAR_DIR}/{{variant}}/seed{{seed}}/loss.csv",
+    log:
+        f"logs/{PROFILE}/scvar_train/{{variant}}_seed{{seed}}.log",
+    params:
+        config=CONFIG,
+        section=section_hash("scvar", "tokenizer"),
+        tensors=tensor_dir,
+        tokenizer=lambda wc, input: input.tokenizer.removesuffix(".safetensors"),
+        base=lambda wc, input: f"--base {input.base[0].removesuffix('.safetensors')}" if input.base else "",
+        out=subpath(output.model, parent=True),
+    threads: 2
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=0,
+    shell:
+        "crucible scvar train --config {params.config} --variant {wildcards.variant} --seed {wildcards.seed}"
+        " --tensors {params.tensors} --tokens {input.tokens} --tokenizer {params.tokenizer} {params.base}"
+        " --out {params.out} --threads {threads} 2> {log}"
+
+
+rule scvar_sample:
+    input:
+        unpack(cam_aligners),
+        model=rules.scvar_train.output.model,
+        tokenizer=rules.tokenizer_train.output.model,
+        tensors=rules.tensors.output,
+    output:
+        f"{SCVAR_DIR}/{{variant}}/seed{{seed}}/samples.safetensors",
+    log:
+        f"logs/{PROFILE}/scvar_sample/{{variant}}_seed{{seed}}.log",
+    params:
+        config=CONFIG,
+        section=section_hash("scvar", "cam"),
+        tensors=tensor_dir,
+        model=lambda wc, input: input.model.removesuffix(".safetensors"),
+        tokenizer=lambda wc, input: input.tokenizer.removesuffix(".safetensors"),
+        cams=cam_flag,
+    threads: 2
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=0,
+    shell:
+        "crucible scvar sample --config {params.config} --seed {wildcards.seed} --model {params.model}"
+        " --tokenizer {params.tokenizer} --tensors {params.tensors} --out {output} --cam {params.cams}"
+        " --threads {threads} 2> {log}"
+
+
+SCVAR_VARIANTS = list(config["scvar"]["variants"])
+SCVAR_RESULTS = [f"{TOK}/eval.json"] + expand(
+    f"{SCVAR_DIR}/{{variant}}/seed{{seed}}/samples.safetensors", variant=SCVAR_VARIANTS, seed=SEEDS
+)
