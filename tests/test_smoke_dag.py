@@ -30,9 +30,29 @@ def smoke_dag():
 
 
 def test_smoke_dag_builds_everything(smoke_dag):
-    fig = ROOT / "results/smoke/paper/figures/dataset.png"
+    import json
+
+    import yaml
+
+    res = ROOT / "results/smoke"
+    fig = res / "paper/figures/dataset.png"
     assert fig.is_file() and fig.stat().st_size > 10_000
-    assert (ROOT / "results/smoke/paper/figures/dataset.pdf").is_file()
+    assert (res / "paper/figures/dataset.pdf").is_file()
+    cfg = yaml.safe_load((res / "config.yaml").read_text())
+    for variant in cfg["cam"]["variants"]:  # every CAM variant trained and evaluated, with provenance
+        ev = json.loads((res / f"cam/{variant}/seed0/eval.json").read_text())
+        assert ev["provenance"]["git_commit"] and ev["provenance"]["dataset_hash"]
+        assert {r["condition"] for r in ev["rows"]} >= set(cfg["data"]["seen"])
+    for cond in cfg["data"]["held_out"]:
+        for n in cfg["cam"]["hotplug"]["n"]:
+            run = json.loads((res / f"cam/hotplug/{cond}/n{n}/seed0.json").read_text())["run"]
+            assert run["frozen_unchanged"] is True
+    assert json.loads((res / "tokenizer/eval.json").read_text())["rows"]
+    for variant in cfg["scvar"]["variants"]:  # every SCVAR variant sampled and scored
+        rows = json.loads((res / f"scvar/{variant}/seed0/eval.json").read_text())["rows"]
+        metrics = {r["metric"] for r in rows if r["status"] == "ok"}
+        assert {"fid", "kid_mean", "precision", "recall", "ctrl_depth_rmse", "ctrl_canny_f1", "clip_i"} <= metrics
+        assert all(r["reason"] for r in rows if r["status"] == "unavailable")  # never a silent 0
     r = run("snakemake", "--cores", "2", "--configfile", "config/smoke.yaml", "--dry-run")
     assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr  # a second run has no job
 

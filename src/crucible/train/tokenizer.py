@@ -42,7 +42,7 @@ def train_tokenizer(cfg: dict, seed: int, tensors: Path, out_dir: Path, progress
         img = _to_pm1(data.field("image", torch.randint(len(data), (loop.batch_size,)))).to(device)
         rec, vq_loss, info = model(img)
         l1, l2 = F.l1_loss(rec, img), F.mse_loss(rec, img)
-        return l1 + l2 + vq_loss, {"l1": float(l1), "l2": float(l2), "vq": float(vq_loss),
+        return l1 + l2 + vq_loss, {"l1": l1.item(), "l2": l2.item(), "vq": vq_loss.item(),
                                    "usage": float(info["usage_mean"])}
 
     meta = {"config": {"tokenizer": cfg["tokenizer"], "image_size": cfg["data"]["image_size"]}, "seed": seed}
