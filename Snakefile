@@ -23,4 +23,5 @@ rule all:
         CAM_RESULTS,
         SCVAR_RESULTS,
         EVAL_RESULTS,
+        f"{RESULTS}/summary.csv",
     default_target: True

@@ -178,6 +178,13 @@ def _cmd_evaluate_samples(args) -> None:
     write_json(_results(cfg, rows, args.seed, test, variant=args.variant), Path(args.out))
 
 
+def _cmd_aggregate(args) -> None:
+    from .evaluation.aggregate import summarize_results
+
+    summary = summarize_results([Path(p) for p in args.results], Path(args.out_dir))
+    print(f"{len(summary)} aggregated metrics in {args.out_dir}/summary.csv")
+
+
 def _cmd_figure_dataset(args) -> None:
     from .paper.dataset_figure import dataset_figure
 
@@ -278,6 +285,11 @@ def _parser() -> argparse.ArgumentParser:
     for a in ("--samples", "--judges", "--tensors", "--variant", "--out"):
         sp.add_argument(a, required=True)
     sp.add_argument("--seed", type=int, required=True)
+
+    sp = sub.add_parser("aggregate", help="tidy table of all results, mean/std/bootstrap CI, paired tests")
+    sp.add_argument("results", nargs="+", help="eval.json files")
+    sp.add_argument("--out-dir", required=True)
+    sp.set_defaults(func=_cmd_aggregate)
 
     fig = sub.add_parser("figure", help="paper figures").add_subparsers(dest="verb", required=True)
     sp = verb(fig, "dataset", _cmd_figure_dataset, "grid of RGB and every condition type")

@@ -58,3 +58,30 @@ rule scvar_eval:
 EVAL_RESULTS = expand(f"{RESULTS}/judges/{{kind}}.json", kind=JUDGE_KINDS) + expand(
     f"{SCVAR_DIR}/{{variant}}/seed{{seed}}/eval.json", variant=SCVAR_VARIANTS, seed=SEEDS
 )
+
+ALL_EVALS = (
+    [f for f in CAM_RESULTS]
+    + [f"{TOK}/eval.json"]
+    + expand(f"{RESULTS}/judges/{{kind}}.json", kind=JUDGE_KINDS)
+    + expand(f"{SCVAR_DIR}/{{variant}}/seed{{seed}}/eval.json", variant=SCVAR_VARIANTS, seed=SEEDS)
+)
+
+
+rule aggregate:
+    input:
+        ALL_EVALS,
+    output:
+        results=f"{RESULTS}/results.csv",
+        summary=f"{RESULTS}/summary.csv",
+        paired=f"{RESULTS}/paired.csv",
+    log:
+        f"logs/{PROFILE}/aggregate.log",
+    params:
+        out=lambda wc, output: Path(output.summary).parent,
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "crucible aggregate {input} --out-dir {params.out} 2> {log}"

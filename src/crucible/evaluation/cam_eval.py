@@ -95,5 +95,5 @@ def eval_hotplug(cfg: dict, run_dir: Path, test: Path, result: dict) -> list[dic
              "trained_params": sum(p.numel() for p in (model.cond_encoders[cond].parameters() if mode == "hotplug"
                                                         else model.parameters()))}
         for r in _rows(mode, seed, cond, m, stage="cam_hotplug"):
-            rows.append({**r, "n": result["n"]})
+            rows.append({**r, "n_train": result["n"]})
     return rows

@@ -1,0 +1,56 @@
+"""One tidy results table for the whole DAG, aggregated over seeds (DESIGN.md §5, issue 5).
+
+``results.csv``: every row of every ``eval.json`` / judge / tokenizer result (stage, variant, seed,
+condition, metric, value, backbone, status, n_train). ``summary.csv``: mean ± std, n and a bootstrap 95% CI
+over seeds per (stage, variant, condition, metric, backbone, n). ``paired.csv``: each variant against its
+stage's reference variant on the seeds both have (paired t-test). Unavailable metrics stay in
+``results.csv`` with their reason and never enter the statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from .stats import aggregate, paired_comparisons
+
+__all__ = ["REFERENCES", "collect", "summarize_results"]
+
+# the reference variant each stage's variants are tested against
+REFERENCES = {"cam": "full", "cam_hotplug": "scratch", "scvar": "uncond"}
+KEYS = ["stage", "variant", "condition", "metric", "backbone", "n_train"]  # n_train: hot-plug training-set size
+
+
+def collect(paths: list[Path]) -> pd.DataFrame:
+    rows = []
+    for p in paths:
+        doc = json.loads(Path(p).read_text())
+        for r in doc["rows"]:
+            rows.append({"backbone": None, "status": "ok", "reason": None, "n_train": None, **r, "source_file": str(p)})
+    df = pd.DataFrame(rows)
+    for col in ("condition", "backbone", "n_train"):
+        df[col] = df[col].astype(object).where(df[col].notna(), "-")
+    return df
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def summarize_results(paths: list[Path], out_dir: Path) -> pd.DataFrame:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    df = collect(paths)
+    _write_csv(df.drop(columns=["source_file"]), out_dir / "results.csv")
+    ok = df[df["status"] == "ok"].astype({"value": float})
+    summary = aggregate(ok, keys=KEYS)
+    _write_csv(summary, out_dir / "summary.csv")
+    stages = {s: r for s, r in REFERENCES.items() if s in set(ok["stage"])}
+    paired = paired_comparisons(ok[ok["stage"].isin(stages)], stages, keys=[k for k in KEYS if k != "variant"])
+    _write_csv(paired, out_dir / "paired.csv")
+    return summary
