@@ -1,0 +1,40 @@
+"""The DAG's tidy results table: statistics over seeds, unavailable metrics kept out of them (issue 5)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from crucible.evaluation.aggregate import summarize_results
+
+
+def _write(path, rows):
+    path.write_text(json.dumps({"provenance": {}, "rows": rows}))
+    return path
+
+
+def test_summary_and_paired_tests(tmp_path):
+    files = []
+    full = [0.50, 0.55, 0.48]
+    noflow = [0.60, 0.62, 0.59]
+    for seed in range(3):
+        files.append(_write(tmp_path / f"full{seed}.json", [
+            {"stage": "cam", "variant": "full", "seed": seed, "condition": "canny", "metric": "depth_rmse",
+             "value": full[seed]}]))
+        files.append(_write(tmp_path / f"nf{seed}.json", [
+            {"stage": "cam", "variant": "no_flow", "seed": seed, "condition": "canny", "metric": "depth_rmse",
+             "value": noflow[seed]},
+            {"stage": "scvar", "variant": "uncond", "seed": seed, "condition": "none", "metric": "fid",
+             "value": None, "backbone": "inception-v3", "status": "unavailable", "reason": "no weights"}]))
+    summary = summarize_results(files, tmp_path / "out")
+    row = summary[(summary.variant == "no_flow") & (summary.metric == "depth_rmse")].iloc[0]
+    assert row["n"] == 3 and np.isclose(row["mean"], np.mean(noflow)) and np.isclose(row["std"], np.std(noflow, ddof=1))
+    assert row["ci_lo"] <= row["mean"] <= row["ci_hi"]
+    assert "inception-v3" not in set(summary["backbone"])  # unavailable: not a number in the statistics
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert (results["status"] == "unavailable").sum() == 3 and results["reason"].dropna().eq("no weights").all()
+    paired = pd.read_csv(tmp_path / "out" / "paired.csv")
+    p = paired[paired.variant == "no_flow"].iloc[0]
+    ref = stats.ttest_rel(noflow, full)
+    assert p["reference"] == "full" and np.isclose(p["p_value"], ref.pvalue) and np.isclose(p["statistic"], ref.statistic)
