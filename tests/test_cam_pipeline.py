@@ -84,3 +84,19 @@ def test_bad_input_is_named(tensors):
     data.conditions = [c for c in data.conditions if c != "sketch"]  # a dataset without sketches
     with pytest.raises(ValueError, match=r"condition type\(s\) \['sketch'\] are not in the data"):
         build_cam(cfg, "full", data, cfg["data"]["seen"])
+
+
+def test_decoder_without_skips_depends_on_z_only():
+    from crucible.models.cam import CAM, CAMConfig
+
+    torch.manual_seed(0)
+    m = CAM(CAMConfig(width=8, depth=2, latent_channels=4, flow_steps=2, decoder_skips=False), {"canny": 1}).eval()
+    x = torch.rand(2, 1, 16, 16)
+    out = m(x, "canny", sample=False)
+    # the same z with any other encoder skips gives the same prediction: the bottleneck is the only path
+    h, skips = m.encode(x, "canny")
+    again = m.decoder(out.z_K, [torch.zeros_like(s) for s in skips])
+    assert torch.equal(out.pred_B1HW, again)
+    assert not torch.equal(m.decoder(out.z_K, skips), again)  # real skips would have changed it
+    with_skips = CAM(CAMConfig(width=8, depth=2, latent_channels=4, flow_steps=2), {"canny": 1})
+    assert sum(p.numel() for p in m.parameters()) == sum(p.numel() for p in with_skips.parameters())

@@ -39,6 +39,10 @@ class CAMConfig:
     # width of the unshared encoders of `no_shared`; 0 = chosen at construction to match the parameter
     # budget of `full` for the initial conditions (the CAM stores the resolved value in its cfg)
     no_shared_width: int = 0
+    # False: the decoder gets zeros instead of the encoder skips (same parameters), so everything it knows
+    # passes through the bottleneck z; with skips a U-Net decoder can bypass z (posterior collapse shows
+    # as zero active units in `crucible cam eval`)
+    decoder_skips: bool = True
 
     def __post_init__(self) -> None:
         for name in ("width", "depth", "latent_channels", "target_channels"):
@@ -161,6 +165,8 @@ class CAM(nn.Module):
     def forward(self, x_BCHW: torch.Tensor, cond: str, sample: bool = True) -> CAMOutput:
         """sample=False is the evaluation path: z_0 = μ (no noise)."""
         h_BChw, skips = self.encode(x_BCHW, cond)
+        if not self.cfg.decoder_skips:
+            skips = [torch.zeros_like(s) for s in skips]
         if self.posterior is None:
             zero_B = h_BChw.new_zeros(h_BChw.shape[0])
             return CAMOutput(self.decoder(h_BChw, skips), h_BChw, h_BChw, zero_B, zero_B, zero_B, h_BChw)
