@@ -19,15 +19,6 @@ from crucible.models.cam.posterior import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors are dominated by per-op overhead: on a shared 2-core CPU more threads only spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _randomize(module: torch.nn.Module, std: float = 0.3) -> None:
     """Overwrite every parameter (incl. the zero-init last DS layer) so the flow is far from identity."""
     with torch.no_grad():

@@ -23,15 +23,6 @@ TINY = {"width": 8, "depth": 2, "latent_channels": 4, "flow_steps": 2}
 CONDS = {"canny": 1, "seg": 3, "normal6": 6}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models are dominated by per-op overhead: on a shared 2-core CPU more threads only spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_cam(variant: str = "full", in_channels: dict[str, int] | None = None, **extra) -> CAM:
     cfg = resolve_variant({**TINY, **extra}, get_variant(CAM_VARIANTS, variant))
     return CAM(cfg, in_channels or CONDS)

@@ -37,7 +37,6 @@ def tensors(tmp_path_factory):
 
 
 def _train_eval(cfg, tensors, out, variant="full", seed=0):
-    torch.set_num_threads(1)
     train_cam(cfg, variant, seed, tensors / "train.safetensors", out, progress=False)
     return eval_cam(cfg, out / "model", tensors / "test.safetensors", tensors / "train.safetensors", variant, seed)
 
@@ -57,7 +56,6 @@ def test_same_seed_gives_identical_eval(tensors, tmp_path):
 
 def test_hotplug_trains_only_e_new_and_reloads(tensors, tmp_path):
     cfg = small_cfg()
-    torch.set_num_threads(1)
     train_cam(cfg, "full", 0, tensors / "train.safetensors", tmp_path / "base", progress=False)
     result = train_hotplug(cfg, "normal", 4, 0, tmp_path / "base" / "model", tensors / "train.safetensors",
                            tmp_path / "hp", progress=False)

@@ -42,16 +42,6 @@ from crucible.evaluation import reference as ref
 RTOL = 1e-6
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny convolutions on a shared 2-core machine: a second OpenMP thread only adds contention (measured 250x
-    # slower under load); restore the setting for whatever runs next
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _tiny_encoder(seed: int) -> JudgeEncoder:
     torch.manual_seed(seed)
     return JudgeEncoder(EncoderConfig(width=8, n_stages=2, feat_dim=16)).eval()

@@ -24,15 +24,6 @@ N_KINDS, MAX_OBJECTS, SIZE = 4, 3, 16
 PALETTE = torch.tensor([[1.0, 0.2, 0.2], [0.2, 1.0, 0.2], [0.2, 0.2, 1.0], [1.0, 1.0, 0.2]])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny convolutions on a shared 2-core machine: a second OpenMP thread only adds contention
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_scenes(n: int, seed: int) -> dict[str, torch.Tensor]:
     """Synthetic scenes with every batch key: empty sky (seg 0, depth 1, no normal) over a floor (seg 1, depth
     0.9 -> 0.3 towards the bottom, normal +y) with 0..MAX_OBJECTS camera-facing rectangles (seg 2 + kind,

@@ -25,15 +25,6 @@ SIZES = {"depth": 4, "width": 32, "heads": 2, "cond_hidden": 8, "cond_dropout": 
 ALL_VARIANTS = sorted(SCVAR_VARIANTS)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: intra-op threads only add spin-wait overhead (10x slower on a busy 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_quantizer() -> MultiScaleQuantizer:
     q = MultiScaleQuantizer(TOK.codebook_size, TOK.latent_channels, TOK.scales)
     with torch.no_grad():

@@ -34,7 +34,6 @@ def small_cfg():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("scvar")
     cfg = small_cfg()
     render_dataset(cfg, tmp / "data", threads=1, progress=False)

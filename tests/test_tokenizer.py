@@ -9,15 +9,6 @@ import torch.nn.functional as F
 from crucible.models.tokenizer import VQVAE, MultiScaleQuantizer, Phi, PhiPartiallyShared, TokenizerConfig
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: intra-op threads only add spin-wait overhead (10x slower on a busy 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_cfg(**kw) -> TokenizerConfig:
     base = dict(
         image_size=16, ch=8, ch_mult=(1, 2, 2), latent_channels=8, codebook_size=32, scales=(1, 2, 3, 4)
