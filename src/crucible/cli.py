@@ -179,7 +179,7 @@ def _cmd_evaluate_samples(args) -> None:
 
 
 def _cmd_aggregate(args) -> None:
-    from .evaluation.aggregate import summarize_results
+    from .evaluation.results_table import summarize_results
 
     summary = summarize_results([Path(p) for p in args.results], Path(args.out_dir))
     print(f"{len(summary)} aggregated metrics in {args.out_dir}/summary.csv")

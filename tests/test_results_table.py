@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from crucible.evaluation.aggregate import summarize_results
+from crucible.evaluation.results_table import summarize_results
 
 
 def _write(path, rows):
