@@ -98,4 +98,4 @@ def encode_batch(name: str, raw: torch.Tensor, n_classes: int, depth_max: float)
 
 def encode_condition(name: str, array: np.ndarray, n_classes: int, depth_max: float) -> torch.Tensor:
     """One on-disk array -> (C,H,W) float tensor; see :func:`encode_batch`."""
-    return encode_batch(name, torch.from_numpy(np.ascontiguousarray(array))[None], n_classes, depth_max)[0]
+    return encode_batch(name, torch.from_numpy(np.array(array))[None], n_classes, depth_max)[0]  # a writable copy
