@@ -129,14 +129,10 @@ def _cmd_tokenizer(args) -> None:
                  "metric": k, "value": v} for k, v in m.items()]
         write_json(_results(cfg, rows, cfg["seeds"][0], t / "test.safetensors"), out)
     else:  # tokenize
-        import os
-
-        from safetensors.torch import save_file
+        from .provenance import write_tensors
 
         codes = tokenize_split(vq, SplitTensors(t / "train.safetensors"), cfg["tokenizer"]["eval"]["batch_size"])
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"tokens": codes.contiguous()}, str(out) + ".tmp")
-        os.replace(str(out) + ".tmp", out)
+        write_tensors({"tokens": codes}, out)
 
 
 def _cmd_scvar_train(args) -> None:

@@ -17,7 +17,8 @@ import torch
 
 from .config import config_hash
 
-__all__ = ["git_commit", "library_versions", "device_info", "dataset_hash", "provenance", "write_json"]
+__all__ = ["git_commit", "library_versions", "device_info", "dataset_hash", "provenance", "write_json",
+           "write_tensors"]
 
 _LIBS = ("torch", "torchvision", "numpy", "mitsuba", "snakemake", "dvc", "torch-fidelity", "opencv-python-headless",
          "kornia", "safetensors", "crucible-bench")
@@ -74,4 +75,15 @@ def write_json(obj, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def write_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """A safetensors file written under a temporary name and renamed: never half-written."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     os.replace(tmp, path)

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .conditions import CONDITIONS, condition_channels, encode_condition
+from .scene import scene_attributes
 from .store import DataError, load_manifest, read_file
 
 __all__ = ["SceneDataset", "ConditionDataset", "Manifest"]
@@ -81,13 +82,8 @@ class SceneDataset(Dataset):
             elif f == "seg_ids":
                 out[f] = torch.from_numpy(read_file(root, self.split, "seg", sid, size).astype(np.int64))
             elif f in ("presence", "count"):
-                params = read_file(root, self.split, "params", sid)
-                kinds = self.m.classes[2:]
-                objs = params.get("objects", [])
-                if f == "presence":
-                    out[f] = torch.tensor([float(any(o["kind"] == k for o in objs)) for k in kinds])
-                else:
-                    out[f] = torch.tensor(len(objs), dtype=torch.long)
+                presence, count = scene_attributes(read_file(root, self.split, "params", sid), self.m.classes[2:])
+                out[f] = torch.tensor(presence) if f == "presence" else torch.tensor(count, dtype=torch.long)
             else:
                 arr = read_file(root, self.split, f, sid, size)
                 t = encode_condition(f, arr, self.m.n_classes, self.m.depth_max)

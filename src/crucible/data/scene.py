@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-__all__ = ["SPLITS", "CLASS_NAMES", "class_names", "scene_rng", "sample_scene"]
+__all__ = ["SPLITS", "CLASS_NAMES", "class_names", "scene_rng", "sample_scene", "scene_attributes"]
 
 SPLITS = ("train", "val", "test")
 CLASS_NAMES = ("background", "floor")  # class ids 0 and 1; shape kinds follow from id 2 on
@@ -23,6 +23,13 @@ _MATERIALS = ("diffuse", "plastic", "roughconductor")
 def class_names(shape_kinds: list[str]) -> list[str]:
     """Segmentation class names: background, floor, then one class per shape kind (config order)."""
     return [*CLASS_NAMES, *shape_kinds]
+
+
+def scene_attributes(params: dict, shape_kinds: list[str]) -> tuple[list[float], int]:
+    """(presence of each shape kind as 0/1, number of objects) from a scene's parameters: the labels the
+    judge encoder learns; imported scenes have no objects and give zeros."""
+    objs = params.get("objects", [])
+    return [float(any(o["kind"] == k for o in objs)) for k in shape_kinds], len(objs)
 
 
 def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:

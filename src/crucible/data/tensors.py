@@ -8,18 +8,17 @@ metric depth) plus the per-scene attributes, and a JSON header (scene ids, class
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm import tqdm
 
-from ..provenance import dataset_hash
+from ..provenance import dataset_hash, write_tensors
 from .conditions import CONDITIONS, encode_batch
 from .dataset import Manifest
+from .scene import scene_attributes
 from .store import read_file
 
 __all__ = ["pack_split", "SplitTensors"]
@@ -34,19 +33,16 @@ def pack_split(root: Path, split: str, out: Path, progress: bool = True) -> None
     for sid in tqdm(ids, desc=f"pack {split}", disable=not progress):
         for k in kinds:
             arrays[k].append(read_file(root, split, k, sid, m.image_size))
-        objs = read_file(root, split, "params", sid).get("objects", [])
-        presence.append([float(any(o["kind"] == k for o in objs)) for k in m.classes[2:]])
-        count.append(len(objs))
+        p, c = scene_attributes(read_file(root, split, "params", sid), m.classes[2:])
+        presence.append(p)
+        count.append(c)
     tensors = {k: torch.from_numpy(np.stack(v)) for k, v in arrays.items()}
     tensors["presence"] = torch.tensor(presence, dtype=torch.float32).reshape(len(ids), -1)
     tensors["count"] = torch.tensor(count, dtype=torch.int64)
     header = {"ids": json.dumps(ids), "classes": json.dumps(m.classes), "depth_max": str(m.depth_max),
               "conditions": json.dumps([k for k in kinds if k != "image"]), "split": split,
               "dataset_hash": dataset_hash(root)}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out) + ".tmp", metadata=header)
-    os.replace(str(out) + ".tmp", out)
+    write_tensors(tensors, out, metadata=header)
 
 
 class SplitTensors:

@@ -28,18 +28,20 @@ def mean_depth_baseline(train: SplitTensors, target: str, res: int) -> torch.Ten
 
 
 @torch.no_grad()
-def predict(model: CAM, data: SplitTensors, cond: str, n: int, res: int, batch: int, sample: bool = False):
-    """Predictions, KL per sample and posterior means for the first n scenes."""
+def predict(model: CAM, data: SplitTensors, cond: str, n: int, res: int, batch: int, sample: bool = False,
+            means: bool = False):
+    """Predictions, KL per sample and (with ``means``) posterior means for the first n scenes."""
     device = next(model.parameters()).device
-    preds, kls, means = [], [], []
+    preds, kls, mus = [], [], []
     for s in range(0, n, batch):
         idx = torch.arange(s, min(n, s + batch))
         x = resize(data.field(cond, idx), res).to(device)
         out = model(x, cond, sample=sample)
         preds.append(out.pred_B1HW.cpu())
         kls.append(out.kl_B.cpu())
-        means.append(model.encode_mean(x, cond).flatten(1).cpu())
-    return torch.cat(preds), torch.cat(kls), torch.cat(means)
+        if means:
+            mus.append(model.encode_mean(x, cond).flatten(1).cpu())
+    return torch.cat(preds), torch.cat(kls), torch.cat(mus) if means else None
 
 
 def _flops(model: CAM, cond: str, channels: int, res: int) -> int:
@@ -67,7 +69,7 @@ def eval_cam(cfg: dict, model_path: Path, test: Path, train: Path, variant: str,
     preds = {}
     torch.manual_seed(seed)  # the posterior sample behind the KL estimate
     for cond in meta["sources"]:
-        pred, _, means = predict(model, data, cond, n, res, batch, sample=False)
+        pred, _, means = predict(model, data, cond, n, res, batch, sample=False, means=True)
         _, kl, _ = predict(model, data, cond, n, res, batch, sample=True)
         preds[cond] = pred
         active, total = active_units(means)

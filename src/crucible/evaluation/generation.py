@@ -57,10 +57,20 @@ def evaluate_samples(cfg: dict, samples: Path, test: Path, judges: Path, variant
     register_judge(JUDGE_BACKBONE, encoder)
     dense = {k: load_judge(Path(judges) / f"{k}.safetensors")[1] for k in ("depth", "normal", "seg")}
     real_all = data.raw["image"].permute(0, 3, 1, 2).contiguous()  # (N,3,H,W) uint8: the reference set
+    n = {fake.shape[0] for fake in fakes.values()}
+    if len(n) != 1:
+        raise ValueError(f"{samples}: condition sources hold different numbers of images {sorted(n)}")
+    idx = torch.arange(n.pop())  # the sample sets are the first n test scenes, in order
+    # the references of those scenes, shared by every source
+    gt_depth = data.field("depth", idx)
+    valid = gt_depth < 1.0
+    gt_normal = data.field("normal", idx) * 2 - 1
+    gt_seg = data.field("seg_ids", idx)
+    gt_canny = data.raw["canny"][idx] > 0
+    ref_features = judge_features(real_all[idx], JUDGE_BACKBONE)
+    c = cfg["data"]["canny"]
     rows = []
     for source, fake in fakes.items():
-        n = fake.shape[0]
-        idx = torch.arange(n)
         dm = distribution_metrics(real_all, fake, JUDGE_BACKBONE, kid_subset_size=ev["kid_subset_size"],
                                   pr_k=ev["pr_k"])
         for k in ("fid", "kid_mean", "kid_std", "precision", "recall"):
@@ -77,21 +87,16 @@ def evaluate_samples(cfg: dict, samples: Path, test: Path, judges: Path, variant
         else:
             rows.append(_row(variant, seed, source, "clip_i", clip["clip_i"], "clip"))
         # controllability against the scene's true maps
-        gt_depth = data.field("depth", idx)
-        valid = gt_depth < 1.0
         pred_depth = _dense(dense["depth"], fake)
         rows.append(_row(variant, seed, source, "ctrl_depth_rmse",
                          depth_rmse(pred_depth * data.depth_max, gt_depth * data.depth_max, valid), "judge-depth"))
-        gt_normal = data.field("normal", idx) * 2 - 1
         rows.append(_row(variant, seed, source, "ctrl_normal_deg",
                          normal_angular_error_deg(_dense(dense["normal"], fake), gt_normal), "judge-normal"))
         seg_pred = _dense(dense["seg"], fake).argmax(1)
-        rows.append(_row(variant, seed, source, "ctrl_seg_miou",
-                         seg_miou(seg_pred, data.field("seg_ids", idx), data.n_classes), "judge-seg"))
-        c = cfg["data"]["canny"]
+        rows.append(_row(variant, seed, source, "ctrl_seg_miou", seg_miou(seg_pred, gt_seg, data.n_classes),
+                         "judge-seg"))
         edges = canny_edges_batch(fake, c["low"], c["high"])
-        rows.append(_row(variant, seed, source, "ctrl_canny_f1", canny_f1(edges > 0, data.raw["canny"][idx] > 0),
-                         "opencv-canny"))
-        sim = clip_i_similarity(judge_features(fake, JUDGE_BACKBONE), judge_features(real_all[idx], JUDGE_BACKBONE))
+        rows.append(_row(variant, seed, source, "ctrl_canny_f1", canny_f1(edges > 0, gt_canny), "opencv-canny"))
+        sim = clip_i_similarity(judge_features(fake, JUDGE_BACKBONE), ref_features)
         rows.append(_row(variant, seed, source, "clip_i", sim.mean(), JUDGE_BACKBONE))
     return rows

@@ -11,16 +11,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ..data.tensors import SplitTensors
 from ..models.scvar import SCVAR, SCVARConfig, load_base_into
-from ..provenance import provenance
+from ..provenance import provenance, write_tensors
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .loop import LoopConfig, run_training
 from .tokenizer import load_tokenizer, tokenizer_config
@@ -120,8 +119,5 @@ def sample_scvar(cfg: dict, model_path: Path, tokenizer: Path, tensors: Path, se
                                         top_p=s["top_p"], generator=gen)
             chunks.append(((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu())
         images[src] = torch.cat(chunks)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(images, str(out) + ".tmp", metadata={"scenes": str(n), "seed": str(seed)})
-    os.replace(str(out) + ".tmp", out)
+    write_tensors(images, out, metadata={"scenes": str(n), "seed": str(seed)})
     return {k: int(v.shape[0]) for k, v in images.items()}
