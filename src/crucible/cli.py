@@ -115,7 +115,7 @@ def _cmd_cam_hotplug(args) -> None:
 def _cmd_tokenizer(args) -> None:
     from .data.tensors import SplitTensors
     from .provenance import write_json
-    from .train.tokenizer import eval_tokenizer, load_tokenizer, tokenize_split, train_tokenizer
+    from .train.tokenizer import load_tokenizer, tokenize_split, train_tokenizer
 
     cfg = _load_config(args)
     t, out = Path(args.tensors), Path(args.out)
@@ -124,9 +124,9 @@ def _cmd_tokenizer(args) -> None:
         return
     vq = load_tokenizer(Path(args.model), cfg)
     if args.verb == "eval":
-        m = eval_tokenizer(vq, SplitTensors(t / "test.safetensors"), cfg["tokenizer"]["eval"]["batch_size"])
-        rows = [{"stage": "tokenizer", "variant": "tokenizer", "seed": cfg["seeds"][0], "condition": None,
-                 "metric": k, "value": v} for k, v in m.items()]
+        from .evaluation.reconstruction import tokenizer_rows
+
+        rows = tokenizer_rows(cfg, vq, t / "test.safetensors", Path(args.judges) if args.judges else None)
         write_json(_results(cfg, rows, cfg["seeds"][0], t / "test.safetensors"), out)
     else:  # tokenize
         from .provenance import write_tensors
@@ -172,6 +172,20 @@ def _cmd_evaluate_samples(args) -> None:
     test = Path(args.tensors) / "test.safetensors"
     rows = evaluate_samples(cfg, Path(args.samples), test, Path(args.judges), args.variant, args.seed)
     write_json(_results(cfg, rows, args.seed, test, variant=args.variant), Path(args.out))
+
+
+def _cmd_bench(args) -> None:
+    from .evaluation.bench import run_bench
+    from .provenance import write_json
+
+    cfg = _load_config(args)
+    pairs = {kind: dict(p.split("=", 1) for p in getattr(args, kind)) for kind in ("scvar", "cam")}
+    test = Path(args.tensors) / "test.safetensors"
+    rows = run_bench(cfg, {k: Path(v) for k, v in pairs["scvar"].items()},
+                     {k: Path(v) for k, v in pairs["cam"].items()}, Path(args.tokenizer), test, args.seed,
+                     progress=not args.quiet)
+    doc = _results(cfg, list(rows), args.seed, test, bench=cfg["evaluation"]["bench"])
+    write_json({**doc, "timings": rows.timings}, Path(args.out))
 
 
 def _cmd_aggregate(args) -> None:
@@ -256,6 +270,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--quiet", action="store_true")
         if name != "train":
             sp.add_argument("--model", required=True, help="tokenizer checkpoint (path without suffix)")
+        if name == "eval":
+            sp.add_argument("--judges", help="folder of the frozen judges: adds reconstruction FID/KID/PR")
 
     scv = sub.add_parser("scvar", help="SCVAR: train, sample").add_subparsers(dest="verb", required=True)
     sp = verb(scv, "train", _cmd_scvar_train, "train the base (--variant base) or a variant from it")
@@ -281,6 +297,14 @@ def _parser() -> argparse.ArgumentParser:
     for a in ("--samples", "--judges", "--tensors", "--variant", "--out"):
         sp.add_argument(a, required=True)
     sp.add_argument("--seed", type=int, required=True)
+
+    sp = verb(sub, "bench", _cmd_bench, "speed: SCVAR latency/throughput (KV cache on/off), FLOPs; CAM latency")
+    sp.add_argument("--scvar", nargs="*", default=[], help="VARIANT=CHECKPOINT pairs (path without suffix)")
+    sp.add_argument("--cam", nargs="*", default=[], help="CONDITION=CAM_CHECKPOINT pairs")
+    for a in ("--tokenizer", "--tensors", "--out"):
+        sp.add_argument(a, required=True)
+    sp.add_argument("--seed", type=int, required=True, help="training seed of the benchmarked models")
+    sp.add_argument("--quiet", action="store_true")
 
     sp = sub.add_parser("aggregate", help="tidy table of all results, mean/std/bootstrap CI, paired tests")
     sp.add_argument("results", nargs="+", help="eval.json files")

@@ -1,4 +1,5 @@
-# Stage: frozen judges (trained once per dataset) and the generation metrics of every SCVAR sample set.
+# Stage: frozen judges (trained once per dataset), the generation metrics of every SCVAR sample set, speed.
+from types import SimpleNamespace
 
 JUDGE_KINDS = ["encoder", "depth", "normal", "seg"]
 
@@ -59,11 +60,50 @@ EVAL_RESULTS = expand(f"{RESULTS}/judges/{{kind}}.json", kind=JUDGE_KINDS) + exp
     f"{SCVAR_DIR}/{{variant}}/seed{{seed}}/eval.json", variant=SCVAR_VARIANTS, seed=SEEDS
 )
 
+def bench_models(wildcards):
+    """The models timed by `crucible bench`: every SCVAR variant and CAM aligner of the first seed."""
+    first = SimpleNamespace(seed=SEEDS[0])
+    scvar = {f"scvar_{v}": f"{SCVAR_DIR}/{v}/seed{SEEDS[0]}/model.safetensors" for v in SCVAR_VARIANTS}
+    return {**cam_aligners(first), **scvar}
+
+
+def bench_flags(wildcards, input):
+    scvar = " ".join(f"{v}={SCVAR_DIR}/{v}/seed{SEEDS[0]}/model" for v in SCVAR_VARIANTS)
+    return f"--scvar {scvar} --cam {cam_flag(SimpleNamespace(seed=SEEDS[0]), input)}"
+
+
+rule bench:
+    input:
+        unpack(bench_models),
+        tokenizer=rules.tokenizer_train.output.model,
+        tensors=rules.tensors.output,
+    output:
+        f"{RESULTS}/speed/bench.json",
+    log:
+        f"logs/{PROFILE}/bench.log",
+    params:
+        config=CONFIG,
+        section=section_hash("evaluation"),
+        tensors=tensor_dir,
+        tokenizer=lambda wc, input: input.tokenizer.removesuffix(".safetensors"),
+        models=bench_flags,
+    threads: workflow.cores  # alone on the machine: timings of a shared machine mean little
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "crucible bench --config {params.config} --seed {SEEDS[0]} --tokenizer {params.tokenizer}"
+        " --tensors {params.tensors} {params.models} --out {output} --threads {threads} --quiet 2> {log}"
+
+
 ALL_EVALS = (
     [f for f in CAM_RESULTS]
     + [f"{TOK}/eval.json"]
     + expand(f"{RESULTS}/judges/{{kind}}.json", kind=JUDGE_KINDS)
     + expand(f"{SCVAR_DIR}/{{variant}}/seed{{seed}}/eval.json", variant=SCVAR_VARIANTS, seed=SEEDS)
+    + [f"{RESULTS}/speed/bench.json"]
 )
 
 

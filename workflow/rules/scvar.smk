@@ -30,6 +30,7 @@ rule tokenizer_eval:
     input:
         model=rules.tokenizer_train.output.model,
         tensors=rules.tensors.output,
+        encoder=f"{RESULTS}/judges/encoder.safetensors",
     output:
         f"{TOK}/eval.json",
     log:
@@ -39,6 +40,7 @@ rule tokenizer_eval:
         section=section_hash("tokenizer"),
         tensors=tensor_dir,
         model=lambda wc, input: input.model.removesuffix(".safetensors"),
+        judges=lambda wc, input: Path(input.encoder).parent,
     threads: 2
     conda:
         ENV
@@ -47,7 +49,7 @@ rule tokenizer_eval:
         runtime=10,
     shell:
         "crucible tokenizer eval --config {params.config} --tensors {params.tensors} --model {params.model}"
-        " --out {output} --threads {threads} 2> {log}"
+        " --judges {params.judges} --out {output} --threads {threads} 2> {log}"
 
 
 rule tokenize:

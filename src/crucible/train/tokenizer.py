@@ -19,7 +19,8 @@ from ..provenance import provenance
 from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from .loop import LoopConfig, run_training
 
-__all__ = ["tokenizer_config", "train_tokenizer", "load_tokenizer", "eval_tokenizer", "tokenize_split"]
+__all__ = ["tokenizer_config", "train_tokenizer", "load_tokenizer", "eval_tokenizer", "tokenize_split",
+           "reconstruct_split"]
 
 
 def tokenizer_config(cfg: dict) -> TokenizerConfig:
@@ -72,6 +73,17 @@ def tokenize_split(model: VQVAE, data: SplitTensors, batch: int) -> torch.Tensor
     for s in range(0, len(data), batch):
         img = _to_pm1(data.field("image", torch.arange(s, min(len(data), s + batch)))).to(device)
         out.append(torch.cat(model.img_to_idx(img), dim=1).cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def reconstruct_split(model: VQVAE, data: SplitTensors, batch: int) -> torch.Tensor:
+    """uint8 (N, 3, H, W) reconstructions (image -> indices -> image) of every image of a split."""
+    device = next(model.parameters()).device
+    out = []
+    for s in range(0, len(data), batch):
+        idx = model.img_to_idx(_to_pm1(data.field("image", torch.arange(s, min(len(data), s + batch))).to(device)))
+        out.append(((model.idx_to_img(idx).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu())
     return torch.cat(out)
 
 

@@ -1,0 +1,52 @@
+"""Tokenizer reconstruction quality (issue 5): PSNR/SSIM/codebook use plus reconstruction FID/KID/PR.
+
+Reconstruction FID compares the tokenizer's reconstructions of the test images with the test images
+themselves, in the same frozen judge-encoder feature space as the generation FID (and in Inception's
+when its weights are configured; otherwise an explicit "unavailable" row with the reason). It bounds
+what any SCVAR variant can reach: generated images are decoded by this very tokenizer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..data.tensors import SplitTensors
+from ..train.tokenizer import eval_tokenizer, reconstruct_split
+from .fidelity import distribution_metrics, inception_metrics, register_judge
+from .judges.train import load_judge
+
+__all__ = ["tokenizer_rows"]
+
+JUDGE_BACKBONE = "judge-encoder"
+
+
+def _row(seed: int, metric: str, value, backbone: str | None = None, status: str = "ok",
+         reason: str | None = None) -> dict:
+    return {"stage": "tokenizer", "variant": "tokenizer", "seed": seed, "condition": None, "metric": metric,
+            "value": value, "backbone": backbone, "status": status, "reason": reason}
+
+
+def tokenizer_rows(cfg: dict, vq, test: Path, judges: Path | None) -> list[dict]:
+    """Rows of the tokenizer's quality on the test split; FID rows need the frozen judges (``judges``)."""
+    seed, ev = cfg["seeds"][0], cfg["evaluation"]
+    data = SplitTensors(test)
+    batch = cfg["tokenizer"]["eval"]["batch_size"]
+    rows = [_row(seed, k, v) for k, v in eval_tokenizer(vq, data, batch).items()]
+    if judges is None:
+        return rows
+    real = data.raw["image"].permute(0, 3, 1, 2).contiguous()
+    with torch.no_grad():
+        recon = reconstruct_split(vq, data, batch)
+    _, encoder = load_judge(Path(judges) / "encoder.safetensors")
+    register_judge(JUDGE_BACKBONE, encoder)
+    dm = distribution_metrics(real, recon, JUDGE_BACKBONE, kid_subset_size=ev["kid_subset_size"], pr_k=ev["pr_k"])
+    rows += [_row(seed, f"recon_{k}", dm[k], JUDGE_BACKBONE) for k in ("fid", "kid_mean", "precision", "recall")]
+    inc = inception_metrics(real, recon, ev["inception_weights"])
+    for k in ("fid", "kid_mean"):
+        if inc.get("status") == "unavailable":
+            rows.append(_row(seed, f"recon_{k}", None, "inception-v3", "unavailable", inc["reason"]))
+        else:
+            rows.append(_row(seed, f"recon_{k}", inc[k], "inception-v3"))
+    return rows
