@@ -39,3 +39,20 @@ def test_summary_and_paired_tests(tmp_path):
     ref = stats.ttest_rel(noflow, full)
     assert p["reference"] == "full"
     assert np.isclose(p["p_value"], ref.pvalue) and np.isclose(p["statistic"], ref.statistic)
+
+
+def test_unconditional_reference_pairs_with_every_condition_source(tmp_path):
+    uncond, inject = [1.20, 1.25, 1.22], {"gt_depth": [0.80, 0.84, 0.79], "canny": [0.95, 0.99, 0.97]}
+    files = []
+    for seed in range(3):
+        rows = [{"stage": "scvar", "variant": "uncond", "seed": seed, "condition": "none",
+                 "metric": "ctrl_depth_rmse", "value": uncond[seed]}]
+        rows += [{"stage": "scvar", "variant": "inject", "seed": seed, "condition": src,
+                  "metric": "ctrl_depth_rmse", "value": v[seed]} for src, v in inject.items()]
+        files.append(_write(tmp_path / f"s{seed}.json", rows))
+    summary = summarize_results(files, tmp_path / "out")
+    assert set(summary.loc[summary.variant == "uncond", "condition"]) == {"none"}  # the summary keeps it once
+    paired = pd.read_csv(tmp_path / "out" / "paired.csv").set_index("condition")
+    assert set(paired.index) == {"gt_depth", "canny"} and (paired["reference"] == "uncond").all()
+    for src, v in inject.items():
+        assert np.isclose(paired.loc[src, "p_value"], stats.ttest_rel(v, uncond).pvalue)

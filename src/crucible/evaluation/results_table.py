@@ -42,6 +42,16 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _unconditional_for_every_source(ok: pd.DataFrame) -> pd.DataFrame:
+    """The unconditional reference has one sample set (condition ``none``); each conditional variant is
+    paired with it under every condition source (ground-truth depth, CAM-aligned depth of each type)."""
+    ref = (ok["stage"] == "scvar") & (ok["variant"] == REFERENCES["scvar"]) & (ok["condition"] == "none")
+    sources = sorted(set(ok.loc[(ok["stage"] == "scvar") & ~ref, "condition"]) - {"none"})
+    if not ref.any() or not sources:
+        return ok
+    return pd.concat([ok[~ref], *(ok[ref].assign(condition=src) for src in sources)], ignore_index=True)
+
+
 def summarize_results(paths: list[Path], out_dir: Path) -> pd.DataFrame:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -51,6 +61,7 @@ def summarize_results(paths: list[Path], out_dir: Path) -> pd.DataFrame:
     summary = aggregate(ok, keys=KEYS)
     _write_csv(summary, out_dir / "summary.csv")
     stages = {s: r for s, r in REFERENCES.items() if s in set(ok["stage"])}
-    paired = paired_comparisons(ok[ok["stage"].isin(stages)], stages, keys=[k for k in KEYS if k != "variant"])
+    paired = paired_comparisons(_unconditional_for_every_source(ok[ok["stage"].isin(stages)]), stages,
+                                keys=[k for k in KEYS if k != "variant"])
     _write_csv(paired, out_dir / "paired.csv")
     return summary

@@ -14,6 +14,7 @@ __all__ = [
     "SelfAttention",
     "block_causal_mask",
     "block_diagonal_mask",
+    "local_window",
     "scale_ids",
 ]
 
@@ -35,6 +36,19 @@ def block_diagonal_mask(scales: tuple[int, ...], device: torch.device | None = N
     """(L, L) bool, True where scale(j) == scale(i): tokens of scale s see only condition tokens c^s."""
     s_L = scale_ids(scales, device)
     return s_L[:, None] == s_L[None, :]
+
+
+def local_window(scales: tuple[int, ...], radius: int, device: torch.device | None = None) -> torch.Tensor:
+    """(L, L) float, 1 where token j is of the same scale as token i and within ``radius`` rows and columns of
+    it on that scale's pn x pn grid, else 0: the neighbourhood an ECFM locality prior favours."""
+    rows, cols = [], []
+    for pn in scales:
+        r, c = torch.meshgrid(torch.arange(pn, device=device), torch.arange(pn, device=device), indexing="ij")
+        rows.append(r.flatten())
+        cols.append(c.flatten())
+    r_L, c_L = torch.cat(rows), torch.cat(cols)
+    near = ((r_L[:, None] - r_L[None, :]).abs() <= radius) & ((c_L[:, None] - c_L[None, :]).abs() <= radius)
+    return (near & block_diagonal_mask(scales, device)).float()
 
 
 class SelfAttention(nn.Module):

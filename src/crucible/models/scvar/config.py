@@ -20,6 +20,8 @@ class SCVARConfig:
     mlp_ratio: float = 4.0
     variant: str = "uncond"  # one of CONDITIONING_KINDS
     ecfm_interval: int = 1  # k: an ECFM module sits before block l iff l % k == 0 (seed §3.6.4)
+    ecfm_locality: float = 0.0  # initial per-head cross-attention logit bias on c^s tokens near the query; 0: off
+    ecfm_radius: int = 1  # neighbourhood of that prior, in tokens of each scale's grid (1: 3x3)
     cond_channels: int = 1  # channels of the aligned condition c (1 for depth)
     cond_hidden: int = 32  # width of the strided-conv condition pyramid net D_c before projection to C
     cond_dropout: float = 0.1  # p of replacing the condition by the learned null condition (enables CFG)
@@ -41,6 +43,9 @@ class SCVARConfig:
             raise ValueError(
                 f"ecfm_interval {self.ecfm_interval} > depth {self.depth} would place no ECFM module"
             )
+        if self.ecfm_locality < 0 or self.ecfm_radius < 0:
+            raise ValueError(f"ecfm_locality and ecfm_radius must be >= 0, got {self.ecfm_locality}, "
+                             f"{self.ecfm_radius}")
         if not 0.0 <= self.cond_dropout < 1.0:
             raise ValueError(f"cond_dropout must lie in [0, 1), got {self.cond_dropout}")
 

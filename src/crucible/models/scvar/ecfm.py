@@ -61,20 +61,36 @@ class ConditionPyramid(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """Q from the image tokens, K = V from the condition tokens."""
+    """Q from the image tokens, K = V from the condition tokens.
 
-    def __init__(self, width: int, heads: int, dropout: float = 0.0):
+    ``locality > 0`` adds a learnable per-head logit bias (initialised at ``locality``) on the condition
+    tokens near each query's own position (``local_LM``, see blocks.local_window); 0 is plain attention.
+    """
+
+    def __init__(self, width: int, heads: int, dropout: float = 0.0, locality: float = 0.0):
         super().__init__()
         self.heads, self.dropout = heads, dropout
         self.q = nn.Linear(width, width)
         self.kv = nn.Linear(width, 2 * width)
         self.proj = nn.Linear(width, width)
+        self.locality = nn.Parameter(torch.full((heads,), float(locality))) if locality > 0 else None
 
-    def forward(self, x_BLC: torch.Tensor, c_BMC: torch.Tensor, mask_LM: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self,
+        x_BLC: torch.Tensor,
+        c_BMC: torch.Tensor,
+        mask_LM: torch.Tensor | None,
+        local_LM: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         q = rearrange(self.q(x_BLC), "b l (h d) -> b h l d", h=self.heads)
         k, v = rearrange(self.kv(c_BMC), "b m (two h d) -> two b h m d", two=2, h=self.heads)
+        attn_mask = mask_LM
+        if self.locality is not None and local_LM is not None:
+            attn_mask = self.locality[:, None, None] * local_LM  # (H, L, M) logit bias
+            if mask_LM is not None:
+                attn_mask = attn_mask.masked_fill(~mask_LM, float("-inf"))
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask_LM, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )
         return self.proj(rearrange(out, "b h l d -> b l (h d)"))
 
@@ -86,11 +102,11 @@ class ECFM(nn.Module):
     base model loaded into an ECFM variant starts out computing exactly the base model.
     """
 
-    def __init__(self, width: int, heads: int, dropout: float = 0.0):
+    def __init__(self, width: int, heads: int, dropout: float = 0.0, locality: float = 0.0):
         super().__init__()
         self.ln_x = nn.LayerNorm(width, eps=1e-6)
         self.ln_c = nn.LayerNorm(width, eps=1e-6)
-        self.cross_attn = CrossAttention(width, heads, dropout)
+        self.cross_attn = CrossAttention(width, heads, dropout, locality)
         self.ln_s = nn.LayerNorm(width, eps=1e-6)
         self.self_attn = SelfAttention(width, heads, dropout)
         for proj in (self.cross_attn.proj, self.self_attn.proj):
@@ -103,8 +119,9 @@ class ECFM(nn.Module):
         c_BMC: torch.Tensor,
         cross_mask_LM: torch.Tensor | None,
         self_mask_LL: torch.Tensor | None,
+        local_LM: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """cross_mask: block-diagonal over the concatenated pyramid (None when f and c are one scale);
-        self_mask: block-causal (None with the KV cache on)."""
-        f_BLC = f_BLC + self.cross_attn(self.ln_x(f_BLC), self.ln_c(c_BMC), cross_mask_LM)
+        self_mask: block-causal (None with the KV cache on); local: the locality prior's neighbourhoods."""
+        f_BLC = f_BLC + self.cross_attn(self.ln_x(f_BLC), self.ln_c(c_BMC), cross_mask_LM, local_LM)
         return f_BLC + self.self_attn(self.ln_s(f_BLC), self_mask_LL)

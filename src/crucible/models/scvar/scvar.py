@@ -15,6 +15,7 @@ from .blocks import (
     SelfAttention,
     block_causal_mask,
     block_diagonal_mask,
+    local_window,
     scale_ids,
 )
 from .config import SCVARConfig
@@ -73,7 +74,9 @@ class SCVAR(nn.Module):
             self.null_cond = nn.Parameter(torch.zeros(1, 1, C))
             if cfg.variant == "ecfm":
                 nn.init.trunc_normal_(self.null_cond, std=cfg.init_std)
-        self.ecfm = nn.ModuleDict({str(layer): ECFM(C, cfg.heads, cfg.dropout) for layer in cfg.ecfm_blocks})
+        self.ecfm = nn.ModuleDict(
+            {str(layer): ECFM(C, cfg.heads, cfg.dropout, cfg.ecfm_locality) for layer in cfg.ecfm_blocks}
+        )
         if cfg.variant == "lora":
             apply_lora(self.blocks, LORA_TARGETS, cfg.lora_rank, cfg.lora_alpha)
             for name, p in self.named_parameters():  # only adapters and the condition path train
@@ -82,6 +85,7 @@ class SCVAR(nn.Module):
         # 5. attention masks over the L tokens (not saved: rebuilt from the scales)
         self.register_buffer("attn_mask_LL", block_causal_mask(self.scales), persistent=False)
         self.register_buffer("cross_mask_LL", block_diagonal_mask(self.scales), persistent=False)
+        self.register_buffer("cross_local_LL", local_window(self.scales, cfg.ecfm_radius), persistent=False)
         self.register_buffer("lvl_1L", scale_ids(self.scales)[None], persistent=False)
         self._quantizer: tuple[MultiScaleQuantizer, ...] = (quantizer,) if quantizer is not None else ()
 
@@ -162,13 +166,14 @@ class SCVAR(nn.Module):
         c_BlC: torch.Tensor | None,
         self_mask: torch.Tensor | None,
         cross_mask: torch.Tensor | None,
+        cross_local: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Blocks (with ECFM before block l iff l % k == 0) over the tokens x and their condition tokens c."""
         if self.cfg.variant in ("inject", "lora"):
             x_BlC = x_BlC + c_BlC
         for layer, block in enumerate(self.blocks, start=1):
             if str(layer) in self.ecfm:
-                x_BlC = self.ecfm[str(layer)](x_BlC, c_BlC, cross_mask, self_mask)
+                x_BlC = self.ecfm[str(layer)](x_BlC, c_BlC, cross_mask, self_mask, cross_local)
             x_BlC = block(x_BlC, cond_BD, self_mask)
         return x_BlC
 
@@ -194,7 +199,7 @@ class SCVAR(nn.Module):
         sos_BlC = (cond_BD[:, None, :] + self.pos_start).expand(B, self.first_l, -1)
         x_BLC = torch.cat([sos_BlC, self.word_embed(x_BLCvae)], dim=1) + self._lvl_pos_1LC()
         c_BLC = self.condition_tokens(cond_BCHW, B, drop_B)
-        h_BLC = self._backbone(x_BLC, cond_BD, c_BLC, self.attn_mask_LL, self.cross_mask_LL)
+        h_BLC = self._backbone(x_BLC, cond_BD, c_BLC, self.attn_mask_LL, self.cross_mask_LL, self.cross_local_LL)
         return self._logits(h_BLC, cond_BD)
 
     def loss(self, logits_BLV: torch.Tensor, idx_list: list[torch.Tensor]) -> torch.Tensor:
@@ -262,7 +267,7 @@ class SCVAR(nn.Module):
             end = cur + pn * pn
             if use_kv_cache:  # only this scale's tokens; earlier scales come from the caches
                 c_NlC = None if c_NLC is None else c_NLC[:, cur:end]
-                h_NlC = self._backbone(next_NlC, cond_ND, c_NlC, None, None)
+                h_NlC = self._backbone(next_NlC, cond_ND, c_NlC, None, None, self.cross_local_LL[cur:end, cur:end])
             else:
                 seen.append(next_NlC)
                 c_NlC = None if c_NLC is None else c_NLC[:, :end]
@@ -272,6 +277,7 @@ class SCVAR(nn.Module):
                     c_NlC,
                     self.attn_mask_LL[:end, :end],
                     self.cross_mask_LL[:end, :end],
+                    self.cross_local_LL[:end, :end],
                 )[:, cur:end]
             logits_NlV = self._logits(h_NlC, cond_ND)
             if use_cfg:
