@@ -29,5 +29,19 @@ lint: $(STAMP)
 test: lint
 	pytest
 
+# the paper's tables and figures (workflow/rules/paper.smk, default profile), then paper/build/main.pdf
+PAPER_RULES := paper_tables paper_figure_hotplug paper_figure_ecfm paper_figure_curves paper_figure_qualitative \
+	dataset_figure
+paper: $(STAMP)
+	@command -v latexmk >/dev/null 2>&1 || { \
+	  echo "make paper: latexmk is not installed, so the PDF cannot be built."; \
+	  echo "  Debian/Ubuntu: sudo apt-get install latexmk texlive-latex-recommended texlive-fonts-recommended lmodern"; \
+	  echo "  macOS: install MacTeX (https://tug.org/mactex/), which includes latexmk"; \
+	  echo "  The tables and figures alone need no TeX: snakemake --cores all $(PAPER_RULES)"; \
+	  exit 1; }
+	snakemake --cores all $(PAPER_RULES)
+	cd paper && latexmk -pdf -interaction=nonstopmode -halt-on-error -outdir=build main.tex
+	@echo "wrote paper/build/main.pdf"
+
 clean-results:
 	rm -rf results logs .snakemake/incomplete

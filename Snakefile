@@ -14,6 +14,8 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/cam.smk"
 include: "workflow/rules/scvar.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/paper.smk"
+include: "workflow/rules/metrics.smk"
 
 
 rule all:
@@ -24,4 +26,6 @@ rule all:
         SCVAR_RESULTS,
         EVAL_RESULTS,
         f"{RESULTS}/summary.csv",
+        PAPER_RESULTS,
+        f"{RESULTS}/metrics.json",
     default_target: True

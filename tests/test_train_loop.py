@@ -89,3 +89,66 @@ def test_truncated_and_mismatched_checkpoints_are_named(tmp_path):
     other = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Dropout(0.1), torch.nn.Linear(8, 1))
     with pytest.raises(CheckpointError, match=r"ok: tensor '0\.(weight|bias)' has shape \(16\b"):
         load_weights(other, tensors, source="ok")
+
+
+KILL_SCRIPT = """
+import sys, time
+import torch
+from crucible.train import LoopConfig, run_training, save_checkpoint
+torch.set_num_threads(1)
+out, pause = sys.argv[1], float(sys.argv[2])
+X = torch.randn(64, 5, generator=torch.Generator().manual_seed(0))
+Y = X @ torch.randn(5, 1, generator=torch.Generator().manual_seed(1))
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.Dropout(0.1), torch.nn.Linear(16, 1))
+def loss_fn(step):
+    time.sleep(pause)  # slow enough to be killed between two checkpoints
+    idx = torch.randint(0, 64, (8,))
+    loss = torch.nn.functional.mse_loss(model(X[idx]), Y[idx])
+    return loss, {"mse": float(loss.detach())}
+meta = {"config": {"name": "toy"}}
+run_training(model, model.parameters(), loss_fn, LoopConfig(steps=40, lr=1e-2, batch_size=8, warmup=2,
+             ckpt_every=5), out, seed=3, meta=meta, progress=False)
+save_checkpoint(out + "/model", model, meta)
+"""
+
+
+def test_sigkilled_process_resumes_bit_identical(tmp_path):
+    """A real SIGKILL (no cleanup, no finally) between checkpoints; the restarted process resumes and ends
+    with byte-identical weights and the same loss log as an uninterrupted run."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "train.py"
+    script.write_text(KILL_SCRIPT)
+
+    def start(out, pause):
+        return subprocess.Popen([sys.executable, str(script), str(tmp_path / out), str(pause)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    assert start("ref", 0).wait(timeout=300) == 0
+    victim = start("run", 0.1)
+    deadline = time.monotonic() + 300
+    ck = None
+    while time.monotonic() < deadline and victim.poll() is None:
+        found = list((tmp_path / "run").glob("last-*.json"))
+        if found and json.loads(found[0].read_text())["step"] >= 9:  # two checkpoints (steps 5 and 10) done
+            ck = found[0]
+            break
+        time.sleep(0.02)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert ck is not None and victim.returncode == -signal.SIGKILL
+    killed_at = json.loads(ck.read_text())["step"]
+    assert killed_at < 39 and not (tmp_path / "run" / "model.safetensors").exists()
+    again = start("run", 0)
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert f"resuming from {ck.with_suffix('')}.safetensors at step {killed_at + 1}" in err
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    assert (run / "model.safetensors").read_bytes() == (ref / "model.safetensors").read_bytes()
+    assert (run / "loss.csv").read_text() == (ref / "loss.csv").read_text()

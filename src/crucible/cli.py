@@ -106,7 +106,7 @@ def _cmd_cam_hotplug(args) -> None:
     cfg = _load_config(args)
     t = Path(args.tensors)
     run_dir = Path(args.out).with_suffix("")
-    result = train_hotplug(cfg, args.condition, args.n, args.seed, Path(args.base), t / "train.safetensors",
+    result = train_hotplug(cfg, args.condition, args.n_train, args.seed, Path(args.base), t / "train.safetensors",
                            run_dir, progress=not args.quiet)
     rows = eval_hotplug(cfg, run_dir, t / "test.safetensors", result)
     write_json({**_results(cfg, rows, args.seed, t / "test.safetensors"), "run": result}, Path(args.out))
@@ -258,7 +258,7 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--model", required=True, help="model checkpoint path without suffix")
         if name == "hotplug":
             sp.add_argument("--condition", required=True)
-            sp.add_argument("--n", type=int, required=True)
+            sp.add_argument("--n-train", type=int, required=True, help="training scenes for E_new")
             sp.add_argument("--base", required=True, help="trained full CAM (path without suffix)")
 
     tok = sub.add_parser("tokenizer", help="multi-scale VQ tokenizer").add_subparsers(dest="verb", required=True)
@@ -318,6 +318,10 @@ def _parser() -> argparse.ArgumentParser:
 
     conf = sub.add_parser("config", help="configuration").add_subparsers(dest="verb", required=True)
     verb(conf, "check", _cmd_config_check, "validate a config against the schema")
+    from .paper.commands import add_paper_verbs
+    add_paper_verbs(sub, verb)
+    from .evaluation.compare_cli import add_compare_verbs
+    add_compare_verbs(sub)
     return p
 
 

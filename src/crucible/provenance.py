@@ -1,7 +1,8 @@
 """Provenance of every result and checkpoint: code commit, config hash, seed, data hash, versions, device.
 
 DESIGN.md §5: "every results file records git commit, config hash, seed, dataset hash, metric backbone,
-library versions, device". :func:`write_json` writes atomically so a crash never leaves half a result.
+library versions, device". :func:`write_json` writes atomically so a crash never leaves half a result;
+under ``torchrun`` only rank 0 writes (the other ranks wait for it).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 
 from .config import config_hash
+from .train.distributed import barrier, is_main
 
 __all__ = ["git_commit", "library_versions", "device_info", "dataset_hash", "provenance", "write_json",
            "write_tensors"]
@@ -72,10 +74,12 @@ def provenance(cfg: dict, seed: int | None = None, data_root: Path | None = None
 
 def write_json(obj, path: Path) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    if is_main():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    barrier()
 
 
 def write_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
@@ -83,7 +87,9 @@ def write_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[s
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    if is_main():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    barrier()

@@ -15,6 +15,7 @@ rule tensors:
     resources:
         mem_mb=4000,
         runtime=30,
+        gpu=0,
     shell:
         "crucible data tensors --data {input} --out-dir {params.out} 2> {log}"
 
@@ -30,7 +31,7 @@ rule cam_train:
         f"logs/{PROFILE}/cam_train/{{variant}}_seed{{seed}}.log",
     params:
         config=CONFIG,
-        cam=section_hash("cam", "data"),
+        cam=run_hash("data", cam=None),
         tensors=tensor_dir,
         out=subpath(output.model, parent=True),
     threads: 2
@@ -55,7 +56,7 @@ rule cam_eval:
         f"logs/{PROFILE}/cam_eval/{{variant}}_seed{{seed}}.log",
     params:
         config=CONFIG,
-        cam=section_hash("cam", "data"),
+        cam=run_hash("data", cam=None),
         tensors=tensor_dir,
         model=lambda wc, input: input[0].removesuffix(".safetensors"),
     threads: 2
@@ -64,6 +65,7 @@ rule cam_eval:
     resources:
         mem_mb=4000,
         runtime=20,
+        gpu=0,
     shell:
         "crucible cam eval --config {params.config} --variant {wildcards.variant} --seed {wildcards.seed}"
         " --tensors {params.tensors} --model {params.model} --out {output} --threads {threads} 2> {log}"
@@ -79,7 +81,7 @@ rule cam_hotplug:
         f"logs/{PROFILE}/cam_hotplug/{{condition}}_n{{n}}_seed{{seed}}.log",
     params:
         config=CONFIG,
-        cam=section_hash("cam", "data"),
+        cam=run_hash("data", cam="full"),
         tensors=tensor_dir,
         base=lambda wc, input: input.base.removesuffix(".safetensors"),
     threads: 2
@@ -88,8 +90,9 @@ rule cam_hotplug:
     resources:
         mem_mb=4000,
         runtime=30,
+        gpu=0,
     shell:
-        "crucible cam hotplug --config {params.config} --condition {wildcards.condition} --n {wildcards.n}"
+        "crucible cam hotplug --config {params.config} --condition {wildcards.condition} --n-train {wildcards.n}"
         " --seed {wildcards.seed} --tensors {params.tensors} --base {params.base} --out {output}"
         " --threads {threads} 2> {log}"
 

@@ -1,5 +1,6 @@
 # Config resolution and validation (same schema and code as the `crucible` CLI), shared paths.
 from pathlib import Path
+from types import SimpleNamespace
 
 from snakemake.utils import validate
 
@@ -48,6 +49,22 @@ def section_hash(*keys):
     return cfglib.config_hash({k: config[k] for k in keys})
 
 
+def run_hash(*keys, **stages):
+    """Param (a function of the wildcards) that reruns a job when what it depends on changes: the named
+    sections, and of each stage in ``stages`` its shared settings plus one variant, the job's own
+    (value None) or a fixed one (e.g. cam="full"), so adding an ablation reruns nothing already done."""
+
+    def param(wildcards):
+        d = {k: config[k] for k in keys}
+        for stage, fixed in stages.items():
+            own = fixed or wildcards.variant
+            shared = {k: v for k, v in config[stage].items() if k != "variants"}
+            d[stage] = {**shared, "variants": {own: config[stage]["variants"].get(own)}}
+        return cfglib.config_hash(d)
+
+    return param
+
+
 def scvar_base(wildcards):
     """Every variant starts from the one unconditional base (trained with the first seed)."""
     return [] if wildcards.variant == "base" else [f"{SCVAR_DIR}/base/seed{SEEDS[0]}/model.safetensors"]
@@ -78,3 +95,15 @@ def cam_flag(wildcards, input):
             model = path.removesuffix(".safetensors")
         pairs.append(f"{cond}={model}")
     return " ".join(pairs)
+
+
+def bench_models(wildcards):
+    """The models timed by `crucible bench`: every SCVAR variant and CAM aligner of the first seed."""
+    first = SimpleNamespace(seed=SEEDS[0])
+    scvar = {f"scvar_{v}": f"{SCVAR_DIR}/{v}/seed{SEEDS[0]}/model.safetensors" for v in config["scvar"]["variants"]}
+    return {**cam_aligners(first), **scvar}
+
+
+def bench_flags(wildcards, input):
+    scvar = " ".join(f"{v}={SCVAR_DIR}/{v}/seed{SEEDS[0]}/model" for v in config["scvar"]["variants"])
+    return f"--scvar {scvar} --cam {cam_flag(SimpleNamespace(seed=SEEDS[0]), input)}"

@@ -15,6 +15,7 @@ rule render_dataset:
     resources:
         mem_mb=4000,
         runtime=120,
+        gpu=0,
     shell:
         "crucible data render --config {params.config} --out {output} --threads {threads} 2> {log}"
 
@@ -23,7 +24,7 @@ rule dataset_figure:
     input:
         DATA,
     output:
-        png=f"{PAPER}/figures/dataset.png",
+        png=report(f"{PAPER}/figures/dataset.png", caption="../report/figure_dataset.rst", category="Figures"),
         pdf=f"{PAPER}/figures/dataset.pdf",
     log:
         f"logs/{PROFILE}/dataset_figure.log",
@@ -35,5 +36,6 @@ rule dataset_figure:
     resources:
         mem_mb=1000,
         runtime=10,
+        gpu=0,
     shell:
         "crucible figure dataset --config {params.config} --data {input} --out {output.png} 2> {log}"

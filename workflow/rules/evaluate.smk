@@ -1,5 +1,4 @@
 # Stage: frozen judges (trained once per dataset), the generation metrics of every SCVAR sample set, speed.
-from types import SimpleNamespace
 
 JUDGE_KINDS = ["encoder", "depth", "normal", "seg"]
 
@@ -50,6 +49,7 @@ rule scvar_eval:
     resources:
         mem_mb=4000,
         runtime=20,
+        gpu=0,
     shell:
         "crucible evaluate samples --config {params.config} --variant {wildcards.variant} --seed {wildcards.seed}"
         " --samples {input.samples} --judges {params.judges} --tensors {params.tensors} --out {output}"
@@ -59,18 +59,6 @@ rule scvar_eval:
 EVAL_RESULTS = expand(f"{RESULTS}/judges/{{kind}}.json", kind=JUDGE_KINDS) + expand(
     f"{SCVAR_DIR}/{{variant}}/seed{{seed}}/eval.json", variant=SCVAR_VARIANTS, seed=SEEDS
 )
-
-def bench_models(wildcards):
-    """The models timed by `crucible bench`: every SCVAR variant and CAM aligner of the first seed."""
-    first = SimpleNamespace(seed=SEEDS[0])
-    scvar = {f"scvar_{v}": f"{SCVAR_DIR}/{v}/seed{SEEDS[0]}/model.safetensors" for v in SCVAR_VARIANTS}
-    return {**cam_aligners(first), **scvar}
-
-
-def bench_flags(wildcards, input):
-    scvar = " ".join(f"{v}={SCVAR_DIR}/{v}/seed{SEEDS[0]}/model" for v in SCVAR_VARIANTS)
-    return f"--scvar {scvar} --cam {cam_flag(SimpleNamespace(seed=SEEDS[0]), input)}"
-
 
 rule bench:
     input:
@@ -87,14 +75,16 @@ rule bench:
         tensors=tensor_dir,
         tokenizer=lambda wc, input: input.tokenizer.removesuffix(".safetensors"),
         models=bench_flags,
+        seed=SEEDS[0],
     threads: workflow.cores  # alone on the machine: timings of a shared machine mean little
     conda:
         ENV
     resources:
         mem_mb=4000,
         runtime=30,
+        gpu=0,
     shell:
-        "crucible bench --config {params.config} --seed {SEEDS[0]} --tokenizer {params.tokenizer}"
+        "crucible bench --config {params.config} --seed {params.seed} --tokenizer {params.tokenizer}"
         " --tensors {params.tensors} {params.models} --out {output} --threads {threads} --quiet 2> {log}"
 
 
@@ -123,5 +113,6 @@ rule aggregate:
     resources:
         mem_mb=2000,
         runtime=10,
+        gpu=0,
     shell:
         "crucible aggregate {input} --out-dir {params.out} 2> {log}"

@@ -21,6 +21,7 @@ rule tokenizer_train:
     resources:
         mem_mb=4000,
         runtime=60,
+        gpu=0,
     shell:
         "crucible tokenizer train --config {params.config} --tensors {params.tensors} --out {params.out}"
         " --threads {threads} 2> {log}"
@@ -47,6 +48,7 @@ rule tokenizer_eval:
     resources:
         mem_mb=4000,
         runtime=10,
+        gpu=0,
     shell:
         "crucible tokenizer eval --config {params.config} --tensors {params.tensors} --model {params.model}"
         " --judges {params.judges} --out {output} --threads {threads} 2> {log}"
@@ -71,6 +73,7 @@ rule tokenize:
     resources:
         mem_mb=4000,
         runtime=10,
+        gpu=0,
     shell:
         "crucible tokenizer tokenize --config {params.config} --tensors {params.tensors} --model {params.model}"
         " --out {output} --threads {threads} 2> {log}"
@@ -90,7 +93,7 @@ rule scvar_train:
         f"logs/{PROFILE}/scvar_train/{{variant}}_seed{{seed}}.log",
     params:
         config=CONFIG,
-        section=section_hash("scvar", "tokenizer"),
+        section=run_hash("tokenizer", scvar=None),
         tensors=tensor_dir,
         tokenizer=lambda wc, input: input.tokenizer.removesuffix(".safetensors"),
         base=lambda wc, input: f"--base {input.base[0].removesuffix('.safetensors')}" if input.base else "",
@@ -120,7 +123,7 @@ rule scvar_sample:
         f"logs/{PROFILE}/scvar_sample/{{variant}}_seed{{seed}}.log",
     params:
         config=CONFIG,
-        section=section_hash("scvar", "cam"),
+        section=run_hash("data", scvar=None, cam="full"),
         tensors=tensor_dir,
         model=lambda wc, input: input.model.removesuffix(".safetensors"),
         tokenizer=lambda wc, input: input.tokenizer.removesuffix(".safetensors"),

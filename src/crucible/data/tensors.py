@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from tqdm import tqdm
 
 from ..provenance import dataset_hash, write_tensors
@@ -49,9 +49,12 @@ class SplitTensors:
     """All scenes of one split in memory; ``field(name, idx)`` returns encoded float tensors."""
 
     def __init__(self, path: Path, device: str | torch.device = "cpu"):
-        with safe_open(str(path), framework="pt", device=str(device)) as f:
-            meta = f.metadata()
-            self.raw = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no items()
+        try:
+            with safe_open(str(path), framework="pt", device=str(device)) as f:
+                meta = f.metadata()
+                self.raw = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no items()
+        except SafetensorError as e:
+            raise ValueError(f"{path}: truncated or corrupt split tensors ({e}); rerun `crucible data tensors`") from e
         self.ids: list[str] = json.loads(meta["ids"])
         self.classes: list[str] = json.loads(meta["classes"])
         self.conditions: list[str] = json.loads(meta["conditions"])
@@ -85,4 +88,9 @@ class SplitTensors:
             return self.raw[name][idx]
         if name not in self.conditions:
             raise ValueError(f"{self.path}: no condition {name!r}; it has {self.conditions}")
-        return encode_batch(name, self.raw[name][idx], self.n_classes, self.depth_max)
+        raw = self.raw[name][idx]
+        if raw.is_floating_point() and not torch.isfinite(raw).all():  # depth: the one float field
+            bad = torch.nonzero(~torch.isfinite(raw.flatten(1)).all(dim=1)).flatten()
+            ids = [self.ids[i] for i in torch.arange(len(self.ids))[idx][bad].tolist()[:5]]
+            raise ValueError(f"{self.path}: condition {name!r} holds NaN or infinite values (scenes {ids})")
+        return encode_batch(name, raw, self.n_classes, self.depth_max)

@@ -16,7 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..data.tensors import SplitTensors
 from ..models.cam import CAM
-from ..train.cam import load_cam, resize
+from ..train.cam import cam_run_config, load_cam, resize
 from .alignment import active_units, consistency, depth_errors
 
 __all__ = ["mean_depth_baseline", "predict", "eval_cam", "eval_hotplug"]
@@ -58,7 +58,7 @@ def _rows(variant: str, seed: int, cond: str | None, metrics: dict, stage: str =
 
 def eval_cam(cfg: dict, model_path: Path, test: Path, train: Path, variant: str, seed: int) -> list[dict]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, meta = load_cam(model_path, device)
+    model, meta = load_cam(model_path, device, expect_config=cam_run_config(cfg, variant))
     data, res, target = SplitTensors(test), cfg["cam"]["resolution"], cfg["data"]["target"]
     n, batch = min(cfg["cam"]["eval"]["scenes"], len(data)), cfg["cam"]["eval"]["batch_size"]
     gt = resize(data.field(target, torch.arange(n)), res)

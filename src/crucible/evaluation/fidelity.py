@@ -181,6 +181,16 @@ def missing_weights_reason(weights_path: str | os.PathLike | None, what: str) ->
     return None
 
 
+def _not_tensor_only(weights_path: str | os.PathLike) -> str | None:
+    """torch-fidelity unpickles the Inception file itself (``weights_only=False``); refuse a file that is not a
+    plain tensor state dict, checked first with ``weights_only=True``, which runs no code."""
+    try:
+        torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure means: not a plain tensor file
+        return f"refused {weights_path}: not a tensor-only state dict ({type(e).__name__}); no pickle is loaded"
+    return None
+
+
 def _check_u8(x: torch.Tensor, name: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] != 3:
         desc = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
@@ -271,10 +281,10 @@ def inception_metrics(
 ) -> dict:
     """Inception-v3 FID/KID/PR with torch-fidelity's Inception weights at ``weights_path``, else unavailable.
 
-    The weights file is torch-fidelity's own format (a torch pickle it loads itself), so only point this at
-    the official ``weights-inception-2015-12-05-6726825d.pth``.
+    The weights file is torch-fidelity's own format (a torch file it loads itself); it is first checked to be a
+    tensor-only state dict (``torch.load(weights_only=True)``), and refused otherwise.
     """
-    problem = missing_weights_reason(weights_path, "Inception-v3")
+    problem = missing_weights_reason(weights_path, "Inception-v3") or _not_tensor_only(weights_path)
     if problem is not None:
         return unavailable(INCEPTION_BACKBONE, problem)
     out = _calculate(

@@ -18,9 +18,10 @@ from ..data.tensors import SplitTensors
 from ..models.cam import CAM, CAMConfig, get_variant, resolve_variant
 from ..provenance import provenance
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
-from .loop import LoopConfig, run_training
+from .loop import LoopConfig, run_training, shard, training_device
 
-__all__ = ["cam_config", "resize", "build_cam", "load_cam", "train_cam", "train_hotplug", "hotplug_subset"]
+__all__ = ["cam_config", "cam_run_config", "resize", "build_cam", "load_cam", "train_cam", "train_hotplug",
+           "hotplug_subset"]
 
 
 def cam_config(cfg: dict, variant: str) -> CAMConfig:
@@ -49,9 +50,17 @@ def build_cam(cfg: dict, variant: str, data: SplitTensors, sources: list[str]) -
     return CAM(cam_config(cfg, variant), in_channels)
 
 
-def load_cam(path: Path, device: str | torch.device = "cpu") -> tuple[CAM, dict]:
-    """A trained CAM from ``model.safetensors``/``model.json`` (config and condition channels in the JSON)."""
-    tensors, meta = load_checkpoint(path, device=device)
+def cam_run_config(cfg: dict, variant: str) -> dict:
+    """What a trained (variant, seed) depends on: stored as the checkpoint's ``config``, compared on load."""
+    return {"cam": cfg["cam"], "data": cfg["data"], "variant": variant}
+
+
+def load_cam(path: Path, device: str | torch.device = "cpu", expect_config: dict | None = None) -> tuple[CAM, dict]:
+    """A trained CAM from ``model.safetensors``/``model.json`` (config and condition channels in the JSON).
+
+    With ``expect_config`` (:func:`cam_run_config`), a checkpoint trained under another config is refused,
+    naming the keys that differ."""
+    tensors, meta = load_checkpoint(path, expect_config=expect_config, device=device)
     model = CAM(CAMConfig.from_dict(meta["cam_config"]), meta["in_channels"]["base"])
     for cond, ch in meta["in_channels"].get("hotplug", {}).items():
         model.add_condition(cond, ch)
@@ -66,7 +75,7 @@ def _loss_fn(model: CAM, data: SplitTensors, sources: list[str], target: str, po
     def loss_fn(step: int):
         total, parts = 0.0, {}
         for cond in sources:  # an equal share of the batch per condition type, fresh scenes each
-            idx = pool[torch.randint(len(pool), (share,))]
+            idx = pool[shard(torch.randint(len(pool), (share,)))]  # this rank's share
             x = resize(data.field(cond, idx), res).to(device)
             y = resize(data.field(target, idx), res).to(device)
             loss, p = model.loss(model(x, cond), y)
@@ -86,13 +95,13 @@ def _save_model(model: CAM, path: Path, cfg: dict, meta: dict) -> None:
 
 def train_cam(cfg: dict, variant: str, seed: int, tensors: Path, out_dir: Path, progress: bool = True) -> dict:
     """Train one (variant, seed); writes ``model.*``, ``loss.csv`` and the resumable ``last.*``."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = training_device()  # joins the torchrun group when launched by torchrun
     data = SplitTensors(tensors)
     sources, target = cfg["data"]["seen"], cfg["data"]["target"]
     torch.manual_seed(seed)
     model = build_cam(cfg, variant, data, sources).to(device).train()
     loop = LoopConfig(**cfg["cam"]["train"])
-    meta = {"config": {"cam": cfg["cam"], "data": cfg["data"], "variant": variant}, "variant": variant,
+    meta = {"config": cam_run_config(cfg, variant), "variant": variant,
             "seed": seed, "sources": sources, "target": target}
     fn = _loss_fn(model, data, sources, target, torch.arange(len(data)), loop.batch_size, cfg["cam"]["resolution"],
                   device)
@@ -115,7 +124,7 @@ def train_hotplug(cfg: dict, cond: str, n: int, seed: int, base_path: Path, tens
 
     Returns {"hotplug": model_path, "scratch": model_path, "seconds": {...}, "frozen_unchanged": True}.
     """
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = training_device()  # joins the torchrun group when launched by torchrun
     data = SplitTensors(tensors)
     _check_sources(cfg, data, [cond])
     target, res = cfg["data"]["target"], cfg["cam"]["resolution"]

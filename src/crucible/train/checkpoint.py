@@ -3,7 +3,8 @@
 A checkpoint is a pair ``<name>.safetensors`` / ``<name>.json``. Model weights, optimizer moments and
 RNG states are tensors; the step, the resolved config, the optimizer's hyper-parameters and the
 provenance go into the JSON. Both files are written to temporary names and renamed, JSON last, so a
-crash at any moment leaves the previous checkpoint loadable.
+crash at any moment leaves the previous checkpoint loadable. Under ``torchrun`` every rank calls
+:func:`save_checkpoint`; rank 0 writes and the others wait for it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from .distributed import barrier, is_main
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_weights", "checkpoint_exists"]
 
@@ -49,7 +52,10 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 def save_checkpoint(path: Path, model: torch.nn.Module, meta: dict, optimizer: torch.optim.Optimizer | None = None,
                     extra_tensors: dict[str, torch.Tensor] | None = None) -> None:
-    """Write ``path.safetensors`` + ``path.json`` atomically (``path`` without suffix)."""
+    """Write ``path.safetensors`` + ``path.json`` atomically (``path`` without suffix); rank 0 only."""
+    if not is_main():
+        barrier()
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -64,6 +70,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, meta: dict, optimizer: t
     js_tmp.write_text(json.dumps(meta, indent=1, sort_keys=True, default=str) + "\n")
     os.replace(str(st) + ".tmp", st)
     os.replace(js_tmp, js)
+    barrier()
 
 
 def checkpoint_exists(path: Path) -> bool:

@@ -4,13 +4,21 @@ Readable top to bottom: for each step, seed the global RNG from (seed, step), as
 ``loss_fn(step)`` for the loss of that step's batch (the batch is a pure function of the step too),
 refuse a non-finite loss, step AdamW, log a CSV row, and every ``ckpt_every`` steps write a resumable
 checkpoint. Because nothing depends on history except the weights and optimizer moments, a run
-killed at any point and started again ends bit-identical to an uninterrupted one on CPU.
+killed at any point and started again ends bit-identical to an uninterrupted one on CPU: the step is
+the whole RNG and data-order state, so a checkpoint holds weights, AdamW moments and the step.
+
+The checkpoint ``last-<config hash>.*`` and its loss log ``last-<config hash>.csv`` are no rule's
+outputs, so Snakemake's removal of an interrupted job's outputs leaves them, and the rerun resumes;
+``loss.csv`` is copied from the log at the end. Under ``torchrun`` the same loop trains data-parallel
+(``distributed.py``): gradients are averaged over ranks after ``backward`` and only rank 0 writes.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import shutil
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -22,8 +30,18 @@ from tqdm import tqdm
 
 from ..config import config_hash
 from .checkpoint import checkpoint_exists, load_checkpoint, load_weights, save_checkpoint
+from .distributed import (
+    all_reduce_grads,
+    begin_step,
+    broadcast_state,
+    is_main,
+    mean_over_ranks,
+    rank_and_world,
+    shard,
+    training_device,
+)
 
-__all__ = ["LoopConfig", "NonFiniteLossError", "step_seed", "run_training"]
+__all__ = ["LoopConfig", "NonFiniteLossError", "step_seed", "run_training", "shard", "training_device"]
 
 
 @dataclass
@@ -47,6 +65,7 @@ def step_seed(seed: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
 
 
+
 def _lr(cfg: LoopConfig, step: int) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -54,16 +73,14 @@ def _lr(cfg: LoopConfig, step: int) -> float:
     return cfg.lr * (cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
 
-def _rewrite_log(path: Path, upto: int) -> None:
-    """Keep the CSV rows of steps < upto (rows after the last checkpoint are recomputed on resume)."""
-    if not path.is_file():
-        return
-    rows = list(csv.reader(path.open()))
-    keep = [rows[0]] + [r for r in rows[1:] if int(r[0]) < upto] if rows else []
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
-        csv.writer(f).writerows(keep)
-    tmp.replace(path)
+def _open_log(path: Path, resume_bytes: int | None):
+    """The step log, cut back to its length at the resumed checkpoint (rows after it are recomputed, and a
+    row half-written by a killed process goes too); a fresh run starts it anew."""
+    if resume_bytes is None or not path.is_file() or path.stat().st_size < resume_bytes:  # none, or damaged
+        return path.open("w", newline=""), True
+    with path.open("r+b") as f:
+        f.truncate(resume_bytes)
+    return path.open("a", newline=""), resume_bytes == 0
 
 
 def run_training(
@@ -79,61 +96,79 @@ def run_training(
 ) -> dict:
     """Train ``params`` of ``model`` for ``cfg.steps`` steps; resumes from ``out_dir/last-<config hash>``.
 
-    The caller sets train/eval modes (a hot-plug run keeps the frozen parts in eval mode).
-    ``meta`` (must hold the resolved ``config``) goes into every checkpoint; state saved under another
-    config is neither resumed nor overwritten. Returns a summary dict.
+    The caller sets train/eval modes (a hot-plug run keeps the frozen parts in eval mode). ``loss_fn(step)``
+    draws the step's global batch indices and keeps its share with :func:`shard`. ``meta`` (must hold the
+    resolved ``config``) goes into every checkpoint; state saved under another config is neither resumed
+    nor overwritten. Returns a summary dict.
     """
+    world = rank_and_world()[1]
+    if cfg.batch_size % world:
+        raise ValueError(f"{desc}: batch_size {cfg.batch_size} is not a multiple of the {world} processes")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     params = [p for p in params if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     # resumable state is keyed by the config: an edited config starts afresh and never clobbers (or is
     # resumed from) the state of another one
-    last, log_path = out_dir / f"last-{config_hash(meta['config'])}", out_dir / "loss.csv"
-    start, seconds = 0, 0.0
+    last = out_dir / f"last-{config_hash(meta['config'])}"
+    log_path = last.with_suffix(".csv")
+    start, seconds, log_bytes = 0, 0.0, None
     if checkpoint_exists(last):
         tensors, ck = load_checkpoint(last, expect_config=meta["config"])  # also guards hash collisions
         load_weights(model, tensors, source=str(last))
         opt.load_state_dict(_optimizer_state(tensors, ck))
-        start, seconds = ck["step"] + 1, ck["seconds"]
-        _rewrite_log(log_path, start)
-    new_log = not log_path.is_file() or start == 0
-    log = log_path.open("w" if new_log else "a", newline="")
+        start, seconds, log_bytes = ck["step"] + 1, ck["seconds"], ck.get("log_bytes")
+        if is_main():
+            print(f"{desc}: resuming from {last}.safetensors at step {start}", file=sys.stderr)
+    broadcast_state(model)  # every rank starts from rank 0's weights
+    log, new_log = _open_log(log_path, log_bytes) if is_main() else (None, False)
     writer = None
-    bar = tqdm(range(start, cfg.steps), desc=desc, disable=not progress, initial=start, total=cfg.steps)
+    bar = tqdm(range(start, cfg.steps), desc=desc, disable=not (progress and is_main()), initial=start,
+               total=cfg.steps)
     t0 = time.perf_counter()
     try:
         for step in bar:
             torch.manual_seed(step_seed(seed, step))
+            begin_step(seed, step)
             for g in opt.param_groups:
                 g["lr"] = _lr(cfg, step)
             loss, parts = loss_fn(step)
-            if not torch.isfinite(loss):
+            loss_value, *part_values = mean_over_ranks([float(loss.detach()), *parts.values()])
+            parts = dict(zip(parts, part_values, strict=True))
+            if not math.isfinite(loss_value):
                 raise NonFiniteLossError(
-                    f"{desc}: non-finite loss {loss.item()} at step {step} (parts {parts}); the last good "
+                    f"{desc}: non-finite loss {loss_value} at step {step} (parts {parts}); the last good "
                     f"checkpoint {last}.safetensors is kept; lower the learning rate or check the data")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            all_reduce_grads(params)  # data-parallel: the mean gradient of the global batch
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
-            row = {"step": step, "loss": float(loss.detach()), "lr": opt.param_groups[0]["lr"], **parts}
-            if writer is None:
-                writer = csv.DictWriter(log, fieldnames=list(row))
-                if new_log:
-                    writer.writeheader()
-            writer.writerow(row)
-            bar.set_postfix(loss=f"{row['loss']:.4f}")
+            if log is not None:
+                row = {"step": step, "loss": loss_value, "lr": opt.param_groups[0]["lr"], **parts}
+                if writer is None:
+                    writer = csv.DictWriter(log, fieldnames=list(row))
+                    if new_log:
+                        writer.writeheader()
+                writer.writerow(row)
+                bar.set_postfix(loss=f"{loss_value:.4f}")
             if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
-                log.flush()
+                if log is not None:
+                    log.flush()
                 elapsed = seconds + time.perf_counter() - t0
-                save_checkpoint(last, model, {**meta, "step": step, "seconds": elapsed,
+                save_checkpoint(last, model, {**meta, "step": step, "seconds": elapsed, "world_size": world,
+                                              "log_bytes": log_path.stat().st_size if log is not None else None,
                                               "loop": asdict(cfg)}, optimizer=opt)
     finally:
-        log.close()
+        if log is not None:
+            log.close()
         bar.close()
+    if is_main():  # the rule's output; the resumable log itself stays next to the checkpoint
+        shutil.copyfile(log_path, out_dir / "loss.csv.tmp")
+        (out_dir / "loss.csv.tmp").replace(out_dir / "loss.csv")
     total = seconds + time.perf_counter() - t0
-    return {"steps": cfg.steps, "seconds": total, "resumed_from": start}
+    return {"steps": cfg.steps, "seconds": total, "resumed_from": start, "world_size": world}
 
 
 def _optimizer_state(tensors: dict, meta: dict) -> dict:

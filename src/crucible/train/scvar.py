@@ -21,7 +21,7 @@ from ..data.tensors import SplitTensors
 from ..models.scvar import SCVAR, SCVARConfig, load_base_into
 from ..provenance import provenance, write_tensors
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
-from .loop import LoopConfig, run_training
+from .loop import LoopConfig, run_training, shard, training_device
 from .tokenizer import load_tokenizer, tokenizer_config
 
 __all__ = ["scvar_config", "train_scvar", "load_scvar", "sample_scvar"]
@@ -45,7 +45,7 @@ def _split_tokens(tokens_NL: torch.Tensor, scales) -> list[torch.Tensor]:
 def train_scvar(cfg: dict, variant: str, seed: int, tensors: Path, tokens: Path, tokenizer: Path, out_dir: Path,
                 base: Path | None = None, progress: bool = True) -> dict:
     """Train the base (``variant == "base"``) or a variant started from ``base``."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = training_device()  # joins the torchrun group when launched by torchrun
     vq = load_tokenizer(tokenizer, cfg, device)
     data = SplitTensors(tensors)
     codes_NL = load_file(str(tokens))["tokens"]
@@ -61,7 +61,7 @@ def train_scvar(cfg: dict, variant: str, seed: int, tensors: Path, tokens: Path,
     target = cfg["data"]["target"]
 
     def loss_fn(step: int):
-        idx = torch.randint(len(data), (loop.batch_size,))
+        idx = shard(torch.randint(len(data), (loop.batch_size,)))  # this rank's share of the batch
         idx_list = [t.to(device) for t in _split_tokens(codes_NL[idx], vq.cfg.scales)]
         x_BLC = vq.quantize.idx_to_var_input(idx_list)
         cond = data.field(target, idx).to(device) if model.cfg.uses_condition else None

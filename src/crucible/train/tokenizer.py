@@ -17,7 +17,7 @@ from ..data.tensors import SplitTensors
 from ..models.tokenizer import VQVAE, TokenizerConfig
 from ..provenance import provenance
 from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
-from .loop import LoopConfig, run_training
+from .loop import LoopConfig, run_training, shard, training_device
 
 __all__ = ["tokenizer_config", "train_tokenizer", "load_tokenizer", "eval_tokenizer", "tokenize_split",
            "reconstruct_split"]
@@ -32,7 +32,7 @@ def _to_pm1(img01: torch.Tensor) -> torch.Tensor:
 
 
 def train_tokenizer(cfg: dict, seed: int, tensors: Path, out_dir: Path, progress: bool = True) -> dict:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = training_device()  # joins the torchrun group when launched by torchrun
     data = SplitTensors(tensors)
     tok_cfg = tokenizer_config(cfg)
     torch.manual_seed(seed)
@@ -40,7 +40,7 @@ def train_tokenizer(cfg: dict, seed: int, tensors: Path, out_dir: Path, progress
     loop = LoopConfig(**cfg["tokenizer"]["train"])
 
     def loss_fn(step: int):
-        img = _to_pm1(data.field("image", torch.randint(len(data), (loop.batch_size,)))).to(device)
+        img = _to_pm1(data.field("image", shard(torch.randint(len(data), (loop.batch_size,))))).to(device)
         rec, vq_loss, info = model(img)
         l1, l2 = F.l1_loss(rec, img), F.mse_loss(rec, img)
         return l1 + l2 + vq_loss, {"l1": l1.item(), "l2": l2.item(), "vq": vq_loss.item(),

@@ -155,6 +155,8 @@ class CAM(nn.Module):
         if x_BCHW.ndim != 4 or x_BCHW.shape[1] != self._in_channels[cond]:
             expected = f"(B, {self._in_channels[cond]}, H, W)"
             raise ValueError(f"condition {cond!r} expects {expected}, got {tuple(x_BCHW.shape)}")
+        if not torch.isfinite(x_BCHW).all():
+            raise ValueError(f"condition {cond!r} holds NaN or infinite values; check the condition maps")
         stride = 2**self.cfg.depth
         if x_BCHW.shape[-2] % stride or x_BCHW.shape[-1] % stride:
             raise ValueError(f"H, W must be divisible by 2^depth = {stride}, got {tuple(x_BCHW.shape[-2:])}")

@@ -1,0 +1,123 @@
+"""What DVC reads from a results folder (DESIGN.md §6, issue 6): ``metrics.json`` for ``dvc metrics show/diff``,
+tidy CSVs under ``plots/`` for ``dvc plots show/diff``, and an HTML page template that carries the vega
+libraries inline, so the plots render with no network (DVC's default page loads them from a CDN).
+
+``metrics.json`` is one flat mapping ``stage/variant[/condition]/metric[@backbone][/n=N] -> mean`` built from
+``summary.csv``: ``dvc metrics diff`` then lists each changed number on its own line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from .compare import read_summary
+
+__all__ = ["metric_key", "flat_metrics", "plot_tables", "write_dvc_files", "offline_html_template"]
+
+# the vega libraries snakemake ships for its reports (an installed dependency: nothing is downloaded)
+VEGA_ASSETS = ("vega/vega.js", "vega-lite/vega-lite.js", "vega-embed/vega-embed.js")
+
+
+def metric_key(row) -> str:
+    parts = [row["stage"], row["variant"]]
+    if row["condition"] != "-":
+        parts.append(row["condition"])
+    key = "/".join(parts + [row["metric"]])
+    if row["backbone"] != "-":
+        key += f"@{row['backbone']}"
+    if row["n_train"] != "-":
+        key += f"/n={row['n_train']}"
+    return key
+
+
+def flat_metrics(summary: pd.DataFrame) -> dict[str, float | None]:
+    """Mean per summary row under :func:`metric_key`; a non-finite mean is null (JSON has no NaN)."""
+    out = {}
+    for _, row in summary.iterrows():
+        v = float(row["mean"])
+        out[metric_key(row)] = v if math.isfinite(v) else None
+    return dict(sorted(out.items()))
+
+
+def _loss_table(results: Path, pattern: str, series) -> pd.DataFrame:
+    """step, loss (mean over the seeds of a series), series — from every ``loss.csv`` matching ``pattern``."""
+    frames = []
+    for path in sorted(results.glob(pattern)):
+        df = pd.read_csv(path, usecols=["step", "loss"])
+        df["series"] = series(path)
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=["step", "loss", "series"])
+    df = pd.concat(frames, ignore_index=True)
+    return df.groupby(["series", "step"], as_index=False, sort=True)["loss"].mean()[["step", "loss", "series"]]
+
+
+def plot_tables(results: Path, summary: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """The CSVs of ``plots/``: hot-plug error vs n, training losses (CAM, SCVAR, tokenizer), SCVAR variants."""
+    results = Path(results)
+    s = read_summary(results) if summary is None else summary
+    tables = {}
+    hp = s[(s["stage"] == "cam_hotplug") & (s["metric"] == "depth_rmse")].copy()
+    hp["n_train"] = pd.to_numeric(hp["n_train"])
+    method = hp["variant"].replace({"hotplug": "hot-plug E_new", "scratch": "from scratch"})
+    hp["series"] = hp["condition"] + " · " + method
+    hp = hp.rename(columns={"mean": "depth_rmse"}).sort_values(["series", "n_train"])
+    tables["hotplug.csv"] = hp[["n_train", "depth_rmse", "ci_lo", "ci_hi", "series"]]
+    tables["cam_loss.csv"] = _loss_table(results, "cam/*/seed*/loss.csv", lambda p: p.parent.parent.name)
+    tables["scvar_loss.csv"] = _loss_table(results, "scvar/*/seed*/loss.csv", lambda p: p.parent.parent.name)
+    tables["tokenizer_loss.csv"] = _loss_table(results, "tokenizer/loss.csv", lambda p: "tokenizer")
+    sc = s[(s["stage"] == "scvar") & s["condition"].isin(["gt_depth", "none"])]  # uncond: condition "none"
+    wide = sc.pivot_table(index="variant", columns="metric", values="mean", aggfunc="first").reset_index()
+    tables["scvar_gt_depth.csv"] = wide.rename_axis(columns=None)
+    return tables
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_dvc_files(results: Path, metrics: Path, plots: Path) -> dict[str, float | None]:
+    """Write ``metrics`` (flat JSON) and the CSVs of :func:`plot_tables` into the folder ``plots``."""
+    summary = read_summary(results)
+    flat = flat_metrics(summary)
+    _write_text(Path(metrics), json.dumps(flat, indent=1) + "\n")
+    for name, table in plot_tables(results, summary).items():
+        _write_text(Path(plots) / name, table.to_csv(index=False))
+    return flat
+
+
+def offline_html_template(out: Path) -> Path:
+    """An HTML page template for ``dvc plots show --html-template`` with vega, vega-lite and vega-embed inline.
+
+    DVC fills ``{plot_divs}`` (and ``{refresh_tag}``); its ``{scripts}`` placeholder, which loads the libraries
+    from a CDN, is deliberately absent.
+    """
+    from importlib.resources import files
+
+    base = files("snakemake") / "assets" / "data"
+    scripts = []
+    for rel in VEGA_ASSETS:
+        src = base.joinpath(*rel.split("/"))
+        if not src.is_file():
+            raise FileNotFoundError(f"{rel} is not in the installed snakemake package ({base}); "
+                                    "`dvc plots show --json` gives the plot specs without any page")
+        js = src.read_text(encoding="utf-8")
+        if "</script" in js:  # would end the inline <script> element early
+            js = js.replace("</script", "<\\/script")
+        scripts.append(f"<script>/* {rel}, from the installed snakemake package */\n{js}\n</script>")
+    page = "\n".join([
+        "<!DOCTYPE html>", "<html>", "<head>", '<meta charset="utf-8">', "{refresh_tag}",
+        "<title>CRUCIBLE-bench plots (offline)</title>", *scripts,
+        "<style>body { font-family: sans-serif; } div[id] { margin: 1em; display: inline-block; }</style>",
+        "</head>", "<body>", "{plot_divs}", "</body>", "</html>", "",
+    ])
+    _write_text(Path(out), page)
+    return Path(out)

@@ -1,0 +1,66 @@
+"""``crucible paper tables`` and ``crucible paper figure <name>``: the paper's tables and figures from what the
+DAG wrote (``summary.csv`` / ``paired.csv`` of ``crucible aggregate``, loss logs, samples, CAM checkpoints)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["FIGURES", "add_paper_verbs"]
+
+FIGURES = ("hotplug", "ecfm", "curves", "qualitative")
+
+
+def _load_config(args) -> dict:
+    from ..cli import _load_config as load
+
+    return load(args)
+
+
+def _cmd_tables(args) -> None:
+    from .tables import write_tables
+
+    tables = write_tables(Path(args.results_dir), _load_config(args), Path(args.out))
+    empty = [t.name for t in tables if t.empty]
+    print(f"wrote {len(tables)} tables to {args.out}" + (f" ({', '.join(empty)}: no results, placeholder)"
+                                                         if empty else ""))
+
+
+def _cmd_figure(args) -> None:
+    cfg = _load_config(args)
+    results_dir = Path(args.results_dir)
+    if args.name == "qualitative":
+        from .qualitative_figure import load_panels, qualitative_figure
+
+        if not args.tensors:
+            raise ValueError("the qualitative figure needs --tensors (the packed test split)")
+        seed = cfg["seeds"][0] if args.seed is None else args.seed
+        paths = qualitative_figure(load_panels(results_dir, cfg, Path(args.tensors), seed, args.scenes),
+                                   Path(args.out))
+    elif args.name == "curves":
+        from .curves_figure import curves_figure
+
+        paths = curves_figure(results_dir, cfg, Path(args.out))
+    else:
+        from .ecfm_figure import ecfm_figure
+        from .hotplug_figure import hotplug_figure
+        from .table import Results
+
+        draw = {"hotplug": hotplug_figure, "ecfm": ecfm_figure}[args.name]
+        paths = draw(Results.from_dir(results_dir), cfg, Path(args.out))
+    print("wrote " + " ".join(map(str, paths)))
+
+
+def add_paper_verbs(sub, verb) -> None:
+    """Register the ``paper`` group on the CLI's subparsers; ``verb`` is the CLI's own verb factory (adds
+    --config, --config-dir, --threads)."""
+    paper = sub.add_parser("paper", help="paper tables and figures").add_subparsers(dest="verb", required=True)
+    sp = verb(paper, "tables", _cmd_tables, "every table as Markdown, LaTeX (booktabs), CSV and HTML")
+    sp.add_argument("--results-dir", required=True, help="folder with summary.csv and paired.csv")
+    sp.add_argument("--out", required=True, help="output folder (paper/tables)")
+    sp = verb(paper, "figure", _cmd_figure, "one figure as PNG and PDF")
+    sp.add_argument("name", choices=FIGURES)
+    sp.add_argument("--results-dir", required=True, help="results/<profile>")
+    sp.add_argument("--out", required=True, help="PNG path; the PDF is written beside it")
+    sp.add_argument("--tensors", help="packed test split (qualitative figure)")
+    sp.add_argument("--seed", type=int, help="training seed whose samples are shown (default: the first)")
+    sp.add_argument("--scenes", type=int, default=2, help="test scenes shown (qualitative figure)")

@@ -1,0 +1,106 @@
+"""Figure: the ECFM skip-interval trade-off (seed §3.6) — conditioning compute, controllability and FID for
+every k, with the other conditioning schemes as reference lines; mean and bootstrap 95% CI over seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .style import RC, plt, save, variant_colours
+from .table import Key, Results
+
+__all__ = ["ecfm_intervals", "ecfm_figure"]
+
+CONTROL = ("ctrl_depth_rmse", "depth RMSE of re-estimated depth (m) ↓")
+FIDELITY = ("fid", "FID (judge-encoder features) ↓")
+SOURCE = "gt_depth"
+
+
+def ecfm_intervals(cfg: dict) -> dict[str, int]:
+    """ECFM variant -> skip interval k, from the config (not from the variant's name), sorted by k."""
+    out = {}
+    for name, spec in cfg["scvar"]["variants"].items():
+        if (spec or {}).get("variant") == "ecfm":
+            out[name] = int(spec.get("ecfm_interval", 1))
+    return dict(sorted(out.items(), key=lambda kv: kv[1]))
+
+
+def conditioning_compute(res: Results, cfg: dict, ks: dict[str, int]) -> tuple[dict[str, tuple], str]:
+    """(mean, lo, hi) per ECFM variant and the axis label: measured FLOPs when the speed stage has a FLOPs metric
+    for every ECFM variant (a conditioning-FLOPs metric preferred), else the number of ECFM blocks
+    ``|{l < depth : l mod k = 0}|``, to which the conditioning compute is proportional."""
+    sp = res.stage("speed")
+    for metric in sorted({m for m in sp["metric"] if "flop" in m}, key=lambda m: ("cond" not in m, m)):
+        rows = sp[(sp["metric"] == metric) & sp["variant"].isin(list(ks))]
+        if set(rows["variant"]) == set(ks) and rows.groupby("variant").size().max() == 1:
+            scale = 1.0 if "gflop" in metric else 1e-9  # to GFLOPs
+            x = {r["variant"]: tuple(float(r[c]) * scale for c in ("mean", "ci_lo", "ci_hi"))
+                 for r in rows.to_dict("records")}
+            return x, ("conditioning " if "cond" in metric else "") + "GFLOPs per image"
+    depth = int(cfg["scvar"]["model"]["depth"])
+    blocks = {v: float(sum(1 for layer in range(depth) if layer % k == 0)) for v, k in ks.items()}
+    return {v: (b, b, b) for v, b in blocks.items()}, f"ECFM blocks (of {depth})"
+
+
+def _point(res: Results, variant: str, metric: str) -> tuple | None:
+    """(mean, lo, hi) from GT depth, or from no condition for a variant that takes none."""
+    return res.ci(Key("scvar", variant, SOURCE, metric)) or res.ci(Key("scvar", variant, "none", metric))
+
+
+def _errorbar(ax, x, y, colour, **kw):
+    """Point with asymmetric CI bars; x and y are (mean, lo, hi)."""
+    ax.errorbar(x[0], y[0], xerr=[[x[0] - x[1]], [x[2] - x[0]]], yerr=[[y[0] - y[1]], [y[2] - y[0]]], marker="o",
+                ms=5, capsize=3, color=colour, **kw)
+
+
+def ecfm_figure(res: Results, cfg: dict, out: Path) -> list[Path]:
+    ks = ecfm_intervals(cfg)
+    variants = list(cfg["scvar"]["variants"])
+    colours = variant_colours(variants)
+    others = [v for v in variants if v not in ks]
+    compute, compute_label = conditioning_compute(res, cfg, ks) if ks else ({}, "")
+    with plt.rc_context(RC):
+        fig, axes = plt.subplots(1, 4, figsize=(13, 3.3), gridspec_kw={"width_ratios": [0.8, 1, 1, 1.25]})
+        ax = axes[0]  # (a) what k buys: conditioning compute
+        for v, k in ks.items():
+            c = compute[v]
+            ax.bar(k, c[0], yerr=[[c[0] - c[1]], [c[2] - c[0]]], color=colours[v], width=0.6, capsize=3)
+        ax.set_ylabel(compute_label)
+        ax.set_title("(a) conditioning compute")
+        for ax, (metric, ylabel), title in zip(axes[1:3], (CONTROL, FIDELITY),
+                                               ("(b) controllability from GT depth", "(c) fidelity"), strict=True):
+            pts = []
+            for v, k in ks.items():
+                p = _point(res, v, metric)
+                if p is not None:
+                    _errorbar(ax, (k, k, k), p, colours[v])
+                    pts.append((k, p[0]))
+            if len(pts) > 1:
+                ax.plot(*zip(*pts, strict=True), color="0.6", lw=0.8, zorder=0)
+            for v in others:  # schemes without a k: a horizontal reference with its CI band
+                p = _point(res, v, metric)
+                if p is not None:
+                    ax.axhline(p[0], color=colours[v], lw=1, ls="--", label=v)
+                    ax.axhspan(p[1], p[2], color=colours[v], alpha=0.08, lw=0)
+            ax.set_ylabel(ylabel)
+            ax.set_title(title)
+        axes[1].legend(loc="best", frameon=False, fontsize=7)
+        for ax in axes[:3]:
+            ax.set_xticks(list(ks.values()), labels=[f"k={k}" for k in ks.values()])
+            ax.set_xlabel("ECFM skip interval k")
+            ax.grid(axis="x", visible=False)
+        ax = axes[3]  # (d) the trade-off itself: every variant in the (FID, control) plane
+        for v in variants:
+            f, c = _point(res, v, FIDELITY[0]), _point(res, v, CONTROL[0])
+            if f is not None and c is not None:
+                _errorbar(ax, f, c, colours[v], label=v)
+        ax.set_xlabel(FIDELITY[1])
+        ax.set_ylabel("depth RMSE (m) ↓")
+        ax.set_title("(d) fidelity vs control (lower left is better)")
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        if not ks:
+            axes[0].text(0.5, 0.5, "no ECFM variant\nin the config", ha="center", transform=axes[0].transAxes)
+        n = res.stage("scvar")["n"].max()
+        fig.suptitle(f"ECFM skip interval k: compute vs control vs fidelity (mean and bootstrap 95% CI over "
+                     f"n = {0 if n != n else int(n)} seeds)", fontsize=10)
+        fig.tight_layout()
+        return save(fig, out)

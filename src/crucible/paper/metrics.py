@@ -1,0 +1,110 @@
+"""Display name and unit of every metric the DAG reports, and its better side — the one place the tables and
+figures look them up (DESIGN.md §5).
+
+The better side is not restated here: ``direction(metric, stage)`` reads it from ``evaluation/tolerances.yaml``,
+the table ``crucible compare`` judges regressions with (same lookup: ``stage/metric``, globs, defaults). A
+``<metric>_baseline`` (a trivial baseline next to its metric) is compared on its metric's side. ``None`` means
+no better side (a diagnostic such as KL or active units, an exact count such as parameters or FLOPs).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+
+__all__ = ["METRICS", "TOLERANCES", "direction", "label", "unit", "arrow"]
+
+# metric -> (label, unit); a metric not listed is shown by its name
+METRICS: dict[str, tuple[str, str]] = {
+    # CAM alignment (metres on valid pixels) and latent diagnostics
+    "depth_l1": ("L1", "m"),
+    "depth_rmse": ("RMSE", "m"),
+    "depth_absrel": ("AbsRel", ""),
+    "depth_delta1": ("δ<1.25", ""),
+    "consistency": ("consistency", ""),
+    "kl": ("KL", "nats"),
+    "active_units": ("active units", ""),
+    "active_fraction": ("active fraction", ""),
+    "params": ("params", ""),
+    "flops": ("FLOPs", ""),
+    "train_seconds": ("train time", "s"),
+    "trained_params": ("trained params", ""),
+    # generation: distribution metrics, CLIP-I, controllability (ControlNet++-style re-extraction)
+    "fid": ("FID", ""),
+    "kid_mean": ("KID", ""),
+    "kid_std": ("KID std", ""),
+    "precision": ("precision", ""),
+    "recall": ("recall", ""),
+    "clip_i": ("CLIP-I", ""),
+    "ctrl_depth_rmse": ("depth RMSE", "m"),
+    "ctrl_normal_deg": ("normal error", "°"),
+    "ctrl_seg_miou": ("seg mIoU", ""),
+    "ctrl_canny_f1": ("canny F1", ""),
+    # speed benchmark (crucible bench)
+    "latency_b1_ms": ("latency, batch 1", "ms"),
+    "latency_b1_nokv_ms": ("latency, batch 1, no KV cache", "ms"),
+    "images_per_s": ("throughput", "img/s"),
+    "images_per_s_nokv": ("throughput, no KV cache", "img/s"),
+    "gflops_per_image": ("GFLOPs/image", ""),
+    "cond_gflops_per_image": ("conditioning GFLOPs/image", ""),
+    "trainable_params": ("trainable params", ""),
+    # tokenizer reconstruction
+    "psnr": ("PSNR", "dB"),
+    "ssim": ("SSIM", ""),
+    "usage_all": ("codebook usage", ""),
+    # judges' own test quality
+    "rmse": ("depth RMSE", "m"),
+    "angular_error_deg": ("angular error", "°"),
+    "miou": ("mIoU", ""),
+    "pixel_acc": ("pixel accuracy", ""),
+    "count_acc": ("count accuracy", ""),
+    "presence_acc": ("presence accuracy", ""),
+    "n_images": ("test images", ""),
+}
+
+# the regression checker's tolerances: the working directory's (the workflow runs from the repository root),
+# else the one of the repository this package sits in
+TOLERANCES = Path("evaluation/tolerances.yaml")
+_REPO_TOLERANCES = Path(__file__).resolve().parents[3] / TOLERANCES
+
+
+@lru_cache(maxsize=4)
+def _tolerances(path: Path | None):
+    from ..evaluation.compare import Tolerances
+
+    if path is None:
+        path = TOLERANCES if TOLERANCES.is_file() else _REPO_TOLERANCES
+    return Tolerances.load(path)
+
+
+def direction(metric: str, stage: str = "-", tolerances: Path | None = None) -> str | None:
+    """``"lower"``, ``"higher"`` or ``None`` (no better side)."""
+    d = _tolerances(tolerances).lookup(stage, metric.removesuffix("_baseline")).direction
+    return d if d in ("lower", "higher") else None
+
+
+def label(metric: str) -> str:
+    m = metric.removesuffix("_baseline")
+    if m in METRICS:
+        return METRICS[m][0]
+    scale = re.fullmatch(r"(\w+?)_s(\d+)", m)  # per-scale tokenizer statistics: usage_s4, perplexity_s8
+    if scale:
+        return f"{scale.group(1).replace('_', ' ')} @{scale.group(2)}×{scale.group(2)}"
+    return m.replace("_", " ")
+
+
+def unit(metric: str) -> str:
+    m = metric.removesuffix("_baseline")
+    if m in METRICS:
+        return METRICS[m][1]
+    if m.endswith("_ms"):
+        return "ms"
+    if re.search(r"seconds|_s$", m) and not m.endswith("per_s"):
+        return "s"
+    return ""
+
+
+def arrow(metric: str, stage: str = "-") -> str:
+    """↓ / ↑ after a column header, nothing for a metric with no better side."""
+    return {"lower": "↓", "higher": "↑"}.get(direction(metric, stage), "")

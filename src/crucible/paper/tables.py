@@ -1,0 +1,333 @@
+"""The paper's tables (DESIGN.md §5; issue 6): which aggregated number goes in which cell.
+
+Each builder takes the :class:`Results` of one profile and its resolved config (the config fixes the order of
+variants and condition types) and returns a :class:`Table`; a table whose stage is absent comes back empty with
+the reason, and is written as a placeholder note. ``write_tables`` writes every table in every format plus
+``index.md`` (all Markdown tables in one file); a stage no builder knows gets a generic table of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from .metrics import METRICS, arrow, label, unit
+from .render import to_markdown, write_table
+from .table import Key, Results, Table, fill
+
+__all__ = ["TABLES", "build_tables", "write_tables", "stage_table"]
+
+# headline metrics of the SCVAR ablation, in column order (other metrics of the stage follow)
+SCVAR_METRICS = ["fid", "kid_mean", "precision", "recall", "clip_i", "ctrl_depth_rmse", "ctrl_normal_deg",
+                 "ctrl_seg_miou", "ctrl_canny_f1"]
+SCVAR_HIDDEN = {"kid_std"}  # the KID's spread over its subsets: a property of the estimate, not of the model
+CONTROL_METRICS = ["ctrl_depth_rmse", "fid"]  # per condition source
+SPEED_IN_ABLATION = ["cond_gflops_per_image", "gflops_per_image", "latency_b1_ms"]  # repeated in the ablation
+KNOWN_STAGES = {"cam", "cam_baseline", "cam_hotplug", "scvar", "speed", "judge", "tokenizer"}
+GT_SOURCE, NO_SOURCE = "gt_depth", "none"
+
+
+def head(metric: str, stage: str = "-") -> str:
+    """Column header: label, unit in brackets, better-side arrow."""
+    u = unit(metric)
+    return " ".join(x for x in (label(metric), f"({u})" if u else "", arrow(metric, stage)) if x)
+
+
+def _order(preferred: Iterable[str], present: Iterable[str]) -> list[str]:
+    present = list(dict.fromkeys(present))
+    pref = [p for p in preferred if p in present]
+    return pref + sorted(set(present) - set(pref))
+
+
+def _metric_order(metrics: Iterable[str]) -> list[str]:
+    rank = {m: i for i, m in enumerate(METRICS)}
+    return sorted(dict.fromkeys(metrics), key=lambda m: (rank.get(m, len(rank)), m))
+
+
+def _missing(name: str, title: str, index: list[str], why: str) -> Table:
+    return Table(name, title, index, [], [], {}, missing=why)
+
+
+def _grid(name, title, index, rows, columns, key_of, **kw) -> Table:
+    """A table whose cell (r, c) holds ``key_of(r, c)`` (None = no number there)."""
+    keys = {}
+    for r in range(len(rows)):
+        for c in range(len(columns)):
+            k = key_of(r, c)
+            if k is not None:
+                keys[(r, c)] = k
+    return Table(name, title, index, rows, columns, keys, **kw)
+
+
+# --- CAM ------------------------------------------------------------------------------------------------------
+
+
+def _hotplug_n(res: Results) -> str | None:
+    ns = [int(n) for n in res.stage("cam_hotplug")["n_train"] if n != "-"]
+    return str(max(ns)) if ns else None
+
+
+def cam_alignment(res: Results, cfg: dict) -> Table:
+    name, title = "cam_alignment", "CAM ablation: depth alignment error per condition type on the test split"
+    df = res.stage("cam")
+    if df.empty:
+        return _missing(name, title, ["variant"], "stage 'cam' absent from summary.csv")
+    variants = _order(cfg["cam"]["variants"], df["variant"])
+    seen = [c for c in cfg["data"]["seen"] if c in set(df["condition"])]
+    n_max = _hotplug_n(res)
+    hp = res.stage("cam_hotplug")
+    held = [c for c in cfg["data"]["held_out"] if n_max and c in set(hp[hp["variant"] == "hotplug"]["condition"])]
+    rmse = head("depth_rmse", "cam")
+    cols = [(rmse, c) for c in seen] + [(rmse, "mean seen")] + [(rmse, f"{c}†") for c in held]
+    mean_cols = ["depth_absrel", "depth_delta1", "depth_l1"]
+    cols += [("mean over seen types", head(m, "cam")) for m in mean_cols]
+    has_baseline = not res.stage("cam_baseline").empty
+    rows = [(v,) for v in variants] + ([("mean train depth (trivial)",)] if has_baseline else [])
+    conds = seen + ["mean_seen"]
+    untested = set()
+
+    def key_of(r, c):
+        if r == len(variants):  # the trivial baseline: one number per metric, whatever the condition
+            metric = "depth_rmse" if c < len(conds) + len(held) else mean_cols[c - len(conds) - len(held)]
+            return Key("cam_baseline", "mean_depth", "-", metric)
+        if c < len(conds):
+            return Key("cam", variants[r], conds[c], "depth_rmse")
+        if c < len(conds) + len(held):
+            if variants[r] != "full":
+                return None
+            untested.add((r, c))  # its test in paired.csv is against from-scratch, not against `full`
+            return Key("cam_hotplug", "hotplug", held[c - len(conds)], "depth_rmse", n_train=n_max)
+        return Key("cam", variants[r], "mean_seen", mean_cols[c - len(conds) - len(held)])
+
+    note = "Depth errors in metres on valid pixels."
+    if held:
+        note += (f" † held-out type: the frozen `full` CAM with a hot-plugged E_new trained on n = {n_max} samples"
+                 " (the hot-plug protocol).")
+    if has_baseline:
+        note += " Trivial baseline: the per-pixel mean train depth."
+    t = _grid(name, title, ["variant"], rows, cols, key_of, note=note,
+              outside={len(variants)} if has_baseline else set())
+    t.untested = untested
+    return t
+
+
+def cam_latent(res: Results, cfg: dict) -> Table:
+    name, title = "cam_latent", "CAM ablation: latent diagnostics, size and cost"
+    df = res.stage("cam")
+    if df.empty:
+        return _missing(name, title, ["variant"], "stage 'cam' absent from summary.csv")
+    variants = _order(cfg["cam"]["variants"], df["variant"])
+    seen = [c for c in cfg["data"]["seen"] if c in set(df["condition"])]
+    spec = [("", "-", "consistency")]
+    spec += [(head("kl", "cam"), c, "kl") for c in seen]
+    spec += [(head("active_units", "cam"), c, "active_units") for c in seen]
+    spec += [("", "-", "params")] + ([("", seen[0], "flops")] if seen else [])
+    cols = [(g, c if g else head(m, "cam")) for g, c, m in spec]
+    note = (f"Consistency: E‖D(z_i) − D(z_j)‖² over pairs of seen types for the same scene. FLOPs of one forward "
+            f"pass at the CAM resolution for a {seen[0]} input." if seen else "")
+    return _grid(name, title, ["variant"], [(v,) for v in variants], cols,
+                 lambda r, c: Key("cam", variants[r], spec[c][1], spec[c][2]), note=note)
+
+
+def hotplug(res: Results, cfg: dict) -> Table:
+    name = "hotplug"
+    title = "Hot-plugging a held-out condition type: E_new against the frozen CAM vs from scratch, per n samples"
+    index = ["held-out type", "samples", "method"]
+    df = res.stage("cam_hotplug")
+    if df.empty:
+        return _missing(name, title, index, "stage 'cam_hotplug' absent from summary.csv")
+    methods = {"hotplug": "E_new (frozen CAM)", "scratch": "from scratch"}
+    variants = _order(methods, df["variant"])
+    conds = _order(cfg["data"]["held_out"], df["condition"])
+    ns = sorted({n for n in df["n_train"] if n != "-"}, key=int)
+    present = set(zip(df["condition"], df["n_train"], df["variant"], strict=True))
+    rows_k = [(c, n, v) for c in conds for n in ns for v in variants if (c, n, v) in present]
+    metrics = ["depth_rmse", "depth_absrel", "depth_delta1", "train_seconds", "trained_params"]
+    cols = [("", head(m, "cam_hotplug")) for m in metrics]
+    groups: dict[tuple, list] = {}
+    for r, (c, n, _) in enumerate(rows_k):
+        for j in range(len(metrics)):
+            groups.setdefault((c, n, j), []).append((r, j))
+    return _grid(name, title, index, [(c, n, methods.get(v, v)) for c, n, v in rows_k], cols,
+                 lambda r, j: Key("cam_hotplug", rows_k[r][2], rows_k[r][0], metrics[j], n_train=rows_k[r][1]),
+                 compete=list(groups.values()), note="Depth errors in metres.",
+                 best_rule="Bold: the better of the two methods at the same type and n.")
+
+
+# --- SCVAR ----------------------------------------------------------------------------------------------------
+
+
+def _source(df, variant: str) -> str:
+    conds = set(df[df["variant"] == variant]["condition"])
+    return GT_SOURCE if GT_SOURCE in conds else NO_SOURCE if NO_SOURCE in conds else sorted(conds)[0]
+
+
+def _columns(df, metrics_first: list[str], hidden=frozenset()) -> list[tuple[str, str]]:
+    """(metric, backbone) pairs found in ``df``, the listed metrics first."""
+    pairs = list(dict.fromkeys(zip(df["metric"], df["backbone"], strict=True)))
+    order = {m: i for i, m in enumerate(metrics_first)}
+    pairs = [p for p in pairs if p[0] not in hidden]
+    return sorted(pairs, key=lambda p: (order.get(p[0], len(order)), p[0], p[1]))
+
+
+def scvar_ablation(res: Results, cfg: dict) -> Table:
+    name, title = "scvar_ablation", "SCVAR ablation: fidelity, CLIP-I and controllability from ground-truth depth"
+    df = res.stage("scvar")
+    if df.empty:
+        return _missing(name, title, ["variant"], "stage 'scvar' absent from summary.csv")
+    variants = _order(cfg["scvar"]["variants"], df["variant"])
+    src = {v: _source(df, v) for v in variants}
+    gt = df[df["condition"].isin([GT_SOURCE, NO_SOURCE])]
+    pairs = [(m, b, "scvar", None) for m, b in _columns(gt, SCVAR_METRICS, SCVAR_HIDDEN)]
+    sp = res.stage("speed")
+    sp = sp[sp["variant"].isin(variants) & sp["metric"].isin(SPEED_IN_ABLATION)]
+    speed_cols = sorted(dict.fromkeys(zip(sp["metric"], sp["condition"], sp["backbone"], strict=True)),
+                        key=lambda x: SPEED_IN_ABLATION.index(x[0]))
+    pairs += [(m, b, "speed", cnd) for m, cnd, b in speed_cols]
+    cols = [("speed" if st == "speed" else (b if b != "-" else ""),
+             head(m, st) + (f" [{cnd}]" if cnd not in (None, "-") else "")) for m, b, st, cnd in pairs]
+
+    def key_of(r, c):
+        m, b, st, cnd = pairs[c]
+        return Key(st, variants[r], cnd if st == "speed" else src[variants[r]], m, backbone=b)
+
+    note = ("Column groups name the metric backbone (the DAG's frozen in-domain judges; opencv-canny re-extracts "
+            "edges). Conditional variants sample from ground-truth depth, `uncond` without a condition.")
+    return _grid(name, title, ["variant"], [(v,) for v in variants], cols, key_of, note=note)
+
+
+def scvar_control(res: Results, cfg: dict) -> Table:
+    name = "scvar_control"
+    title = "Full CRUCIBLE pipeline: SCVAR controllability and FID per condition source (any condition → CAM → depth)"
+    df = res.stage("scvar")
+    if df.empty:
+        return _missing(name, title, ["variant"], "stage 'scvar' absent from summary.csv")
+    variants = _order(cfg["scvar"]["variants"], df["variant"])
+    sources = _order([GT_SOURCE, *cfg["data"]["seen"], *cfg["data"]["held_out"]],
+                     [c for c in df["condition"] if c != NO_SOURCE])
+    pairs = [(m, b) for m, b in _columns(df, CONTROL_METRICS) if m in CONTROL_METRICS]
+    cols = [(f"{head(m, 'scvar')} [{b}]" if b != "-" else head(m, "scvar"), "GT depth" if s == GT_SOURCE else s)
+            for m, b in pairs for s in sources]
+
+    def key_of(r, c):
+        (m, b), s = pairs[c // len(sources)], sources[c % len(sources)]
+        v = variants[r]
+        return Key("scvar", v, NO_SOURCE if _source(df, v) == NO_SOURCE else s, m, backbone=b)
+
+    note = ("Seen types are aligned to depth by the `full` CAM, held-out ones by their hot-plugged E_new; "
+            "`uncond` ignores the condition (the same samples in every column).")
+    return _grid(name, title, ["variant"], [(v,) for v in variants], cols, key_of, note=note)
+
+
+# --- generic stages, judges, tokenizer, speed -------------------------------------------------------------------
+
+
+def stage_table(res: Results, stage: str, name: str, title: str, order: Iterable[str] = (),
+                max_wide: int = 8) -> Table:
+    """Every metric of ``stage``: variants as rows (wide), or metrics as rows when there are more than
+    ``max_wide`` of them or only one variant (long; the best is then marked per row)."""
+    df = res.stage(stage)
+    if df.empty:
+        return _missing(name, title, ["variant"], f"stage '{stage}' absent from summary.csv")
+    variants = _order(order, df["variant"])
+    metric_rank = {m: i for i, m in enumerate(_metric_order(df["metric"]))}
+    combos = sorted(dict.fromkeys(zip(df["metric"], df["condition"], df["backbone"], df["n_train"], strict=True)),
+                    key=lambda x: (metric_rank[x[0]], x[1:]))
+
+    def text(m, cnd, b, n):
+        extra = [x for x in (cnd, b, f"n={n}" if n != "-" else "-") if x != "-"]
+        return head(m, stage) + (f" [{', '.join(extra)}]" if extra else "")
+
+    def key(v, combo):
+        m, cnd, b, n = combo
+        return Key(stage, v, cnd, m, backbone=b, n_train=n)
+
+    if len(combos) <= max_wide and len(variants) > 1:
+        return _grid(name, title, ["variant"], [(v,) for v in variants], [("", text(*x)) for x in combos],
+                     lambda r, c: key(variants[r], combos[c]))
+    rows = [(text(*x),) for x in combos]
+    return _grid(name, title, ["metric"], rows, [("", v) for v in variants], lambda r, c: key(variants[c], combos[r]),
+                 compete=[[(r, c) for c in range(len(variants))] for r in range(len(rows))])
+
+
+def judges(res: Results, cfg: dict) -> Table:
+    name, title = "judges", "The frozen in-domain judges' own test quality against trivial baselines"
+    index = ["judge", "metric"]
+    df = res.stage("judge")
+    if df.empty:
+        return _missing(name, title, index, "stage 'judge' absent from summary.csv")
+    kinds = _order(["encoder", "depth", "normal", "seg"], df["variant"])
+    rows_k = [(k, m) for k in kinds for m in _metric_order(df[df["variant"] == k]["metric"])
+              if not m.endswith("_baseline") and m != "n_images"]
+    cols = [("", "judge on test"), ("", "trivial baseline"), ("", "test images")]
+    suffix = ["", "_baseline"]
+
+    def key_of(r, c):
+        k, m = rows_k[r]
+        return Key("judge", k, "-", "n_images" if c == 2 else m + suffix[c])
+
+    note = ("Each judge is trained once on the train split and frozen, then serves as the backbone named in the "
+            "generation tables.")
+    return _grid(name, title, index, [(k, head(m, "judge")) for k, m in rows_k], cols, key_of,
+                 compete=[[(r, 0), (r, 1)] for r in range(len(rows_k))], note=note,
+                 best_rule="Bold: the better of judge and trivial baseline.")
+
+
+def tokenizer(res: Results, cfg: dict) -> Table:
+    t = stage_table(res, "tokenizer", "tokenizer", "Multi-scale VQ tokenizer: reconstruction and codebook use "
+                    "on the test split")
+    if any(m.startswith(("usage_s", "perplexity_s")) for m in res.stage("tokenizer")["metric"]):
+        t.note = "usage / perplexity @s×s: codebook use at each scale of the residual schedule."
+    return t
+
+
+def speed(res: Results, cfg: dict) -> Table:
+    """SCVAR variants (whole generation path), then every other timed model per condition type (CAM)."""
+    name, title = "speed", "Speed: latency, throughput, FLOPs and parameters"
+    index = ["model", "variant / condition"]
+    df = res.stage("speed")
+    if df.empty:
+        return _missing(name, title, index, "stage 'speed' absent from summary.csv (crucible bench did not run)")
+    scvar_v = [v for v in cfg["scvar"]["variants"] if v in set(df["variant"])]
+    rest = df[~df["variant"].isin(scvar_v)]
+    others = list(dict.fromkeys(zip(rest["variant"], rest["condition"], strict=True)))
+    metrics = _metric_order(df["metric"])
+    rows = [("SCVAR", v) for v in scvar_v] + [(v.upper() if v == "cam" else v, c) for v, c in others]
+    keys_rows = [(v, "-") for v in scvar_v] + others
+    groups = [[(r, c) for r in range(len(scvar_v))] for c in range(len(metrics))]
+    groups += [[(r, c) for r in range(len(scvar_v), len(rows))] for c in range(len(metrics))]
+    return _grid(name, title, index, rows, [("", head(m, "speed")) for m in metrics],
+                 lambda r, c: Key("speed", keys_rows[r][0], keys_rows[r][1], metrics[c]), compete=groups,
+                 note="Timed models of the first seed: median of repeated calls (wall clock on CPU, CUDA events on a "
+                      "GPU; the device is in the result's provenance). These machines are noisy: timings inform.",
+                 best_rule="Bold: best per column among the SCVAR variants, and among the CAM condition types.")
+
+
+TABLES: dict[str, Callable[[Results, dict], Table]] = {
+    "cam_alignment": cam_alignment,
+    "cam_latent": cam_latent,
+    "hotplug": hotplug,
+    "scvar_ablation": scvar_ablation,
+    "scvar_control": scvar_control,
+    "speed": speed,
+    "judges": judges,
+    "tokenizer": tokenizer,
+}
+
+
+def build_tables(res: Results, cfg: dict) -> list[Table]:
+    tables = [fill(build(res, cfg), res) for build in TABLES.values()]
+    for stage in res.stages:
+        if stage not in KNOWN_STAGES:
+            tables.append(fill(stage_table(res, stage, f"stage_{stage}", f"Stage {stage}"), res))
+    return tables
+
+
+def write_tables(results_dir: Path, cfg: dict, out_dir: Path) -> list[Table]:
+    """Every table as ``<out_dir>/<name>.{md,tex,csv,html}``, and ``index.md`` with all of them."""
+    tables = build_tables(Results.from_dir(results_dir), cfg)
+    for t in tables:
+        write_table(t, out_dir)
+    index = [f"# Tables ({cfg['profile']} profile)\n", *(to_markdown(t) for t in tables)]
+    (Path(out_dir) / "index.md").write_text("\n".join(index))
+    return tables

@@ -1,0 +1,38 @@
+# Stage: what DVC reads (dvc.yaml): flat metrics.json and plot CSVs of the aggregated results, and the page
+# template that lets `dvc plots show` render offline. The stored baselines (evaluation/baselines/) are never
+# written by the DAG: they are updated by hand, on purpose (README, "Comparing with the stored baselines").
+
+
+rule dvc_metrics:
+    input:
+        summary=rules.aggregate.output.summary,
+        template=".dvc/plots/offline.html",
+    output:
+        metrics=f"{RESULTS}/metrics.json",
+        plots=directory(f"{RESULTS}/plots"),
+    log:
+        f"logs/{PROFILE}/dvc_metrics.log",
+    params:
+        results=lambda wc, input: Path(input.summary).parent,
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "crucible metrics export --results {params.results} --metrics {output.metrics} --plots {output.plots}"
+        " 2> {log}"
+
+
+rule dvc_plots_template:
+    output:
+        ".dvc/plots/offline.html",
+    log:
+        f"logs/{PROFILE}/dvc_plots_template.log",
+    conda:
+        ENV
+    resources:
+        mem_mb=500,
+        runtime=2,
+    shell:
+        "crucible metrics html-template --out {output} 2> {log}"

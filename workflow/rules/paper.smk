@@ -1,0 +1,162 @@
+# Stage: the paper's tables and figures, from the aggregated results (issue 6). Each output the report shows is
+# marked with report(...) and a caption in workflow/report/, so `snakemake --report report.html` bundles them.
+from types import SimpleNamespace
+
+from crucible.paper.tables import TABLES
+
+PAPER_TABLES = list(TABLES)
+TABLE_FORMATS = ["md", "tex", "csv"]
+QUALITATIVE_SCENES = 2  # test scenes in the qualitative grid (rows = scenes x condition sources)
+
+
+rule paper_tables:
+    input:
+        summary=rules.aggregate.output.summary,
+        paired=rules.aggregate.output.paired,
+    output:
+        expand(f"{PAPER}/tables/{{name}}.{{ext}}", name=PAPER_TABLES, ext=TABLE_FORMATS),
+        html=[
+            report(
+                f"{PAPER}/tables/{name}.html",
+                caption=f"../report/table_{name}.rst",
+                category="Tables",
+                labels={"table": name},
+            )
+            for name in PAPER_TABLES
+        ],
+        index=f"{PAPER}/tables/index.md",
+    log:
+        f"logs/{PROFILE}/paper_tables.log",
+    params:
+        config=CONFIG,
+        section=section_hash("data", "cam", "scvar"),
+        results=lambda wc, input: Path(input.summary).parent,
+        out=lambda wc, output: Path(output.index).parent,
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "crucible paper tables --config {params.config} --results-dir {params.results} --out {params.out} 2> {log}"
+
+
+rule paper_figure_hotplug:
+    input:
+        summary=rules.aggregate.output.summary,
+    output:
+        png=report(
+            f"{PAPER}/figures/hotplug.png",
+            caption="../report/figure_hotplug.rst",
+            category="Figures",
+            labels={"figure": "hotplug"},
+        ),
+        pdf=f"{PAPER}/figures/hotplug.pdf",
+    log:
+        f"logs/{PROFILE}/paper_figure/hotplug.log",
+    params:
+        config=CONFIG,
+        results=lambda wc, input: Path(input.summary).parent,
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "crucible paper figure hotplug --config {params.config} --results-dir {params.results}"
+        " --out {output.png} 2> {log}"
+
+
+rule paper_figure_ecfm:
+    input:
+        summary=rules.aggregate.output.summary,
+    output:
+        png=report(
+            f"{PAPER}/figures/ecfm.png",
+            caption="../report/figure_ecfm.rst",
+            category="Figures",
+            labels={"figure": "ecfm"},
+        ),
+        pdf=f"{PAPER}/figures/ecfm.pdf",
+    log:
+        f"logs/{PROFILE}/paper_figure/ecfm.log",
+    params:
+        config=CONFIG,
+        section=section_hash("scvar"),
+        results=lambda wc, input: Path(input.summary).parent,
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "crucible paper figure ecfm --config {params.config} --results-dir {params.results} --out {output.png} 2> {log}"
+
+
+rule paper_figure_curves:
+    input:
+        cam=expand(f"{RESULTS}/cam/{{variant}}/seed{{seed}}/loss.csv", variant=CAM_VARIANTS, seed=SEEDS),
+        tokenizer=rules.tokenizer_train.output.log,
+        base=f"{SCVAR_DIR}/base/seed{SEEDS[0]}/loss.csv",
+        scvar=expand(f"{SCVAR_DIR}/{{variant}}/seed{{seed}}/loss.csv", variant=SCVAR_VARIANTS, seed=SEEDS),
+    output:
+        png=report(
+            f"{PAPER}/figures/curves.png",
+            caption="../report/figure_curves.rst",
+            category="Figures",
+            labels={"figure": "curves"},
+        ),
+        pdf=f"{PAPER}/figures/curves.pdf",
+    log:
+        f"logs/{PROFILE}/paper_figure/curves.log",
+    params:
+        config=CONFIG,
+        results=lambda wc, input: Path(input.tokenizer).parents[1],
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "crucible paper figure curves --config {params.config} --results-dir {params.results} --out {output.png}"
+        " 2> {log}"
+
+
+rule paper_figure_qualitative:
+    input:
+        samples=expand(f"{SCVAR_DIR}/{{variant}}/seed{SEEDS[0]}/samples.safetensors", variant=SCVAR_VARIANTS),
+        cams=list(cam_aligners(SimpleNamespace(seed=SEEDS[0])).values()),
+        tensors=f"{RESULTS}/tensors/test.safetensors",
+    output:
+        png=report(
+            f"{PAPER}/figures/qualitative.png",
+            caption="../report/figure_qualitative.rst",
+            category="Figures",
+            labels={"figure": "qualitative"},
+        ),
+        pdf=f"{PAPER}/figures/qualitative.pdf",
+    log:
+        f"logs/{PROFILE}/paper_figure/qualitative.log",
+    params:
+        config=CONFIG,
+        results=lambda wc, input: Path(input.tensors).parents[1],
+        seed=SEEDS[0],
+        scenes=QUALITATIVE_SCENES,
+    threads: 1
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "crucible paper figure qualitative --config {params.config} --results-dir {params.results}"
+        " --tensors {input.tensors}"
+        " --seed {params.seed} --scenes {params.scenes} --out {output.png} --threads {threads} 2> {log}"
+
+
+PAPER_FIGURES = ["hotplug", "ecfm", "curves", "qualitative"]
+PAPER_RESULTS = (
+    expand(f"{PAPER}/tables/{{name}}.{{ext}}", name=PAPER_TABLES, ext=[*TABLE_FORMATS, "html"])
+    + [f"{PAPER}/tables/index.md"]
+    + expand(f"{PAPER}/figures/{{name}}.{{ext}}", name=PAPER_FIGURES, ext=["png", "pdf"])
+)
