@@ -254,3 +254,16 @@ def test_top_k_top_p_sampling():
     assert torch.equal(
         sample_top_k_top_p(logits[:, :3], top_k=1, generator=g), torch.zeros(1, 3, dtype=torch.long)
     )
+
+
+def test_condition_pyramid_carries_content_not_a_constant():
+    """Bias-free convs over the centred condition: a flat mid-range map gives zero features, so what reaches
+    the cross-attention is the condition's content (with biases it was ~1% of the token magnitude)."""
+    from crucible.models.scvar import ConditionPyramid
+
+    torch.manual_seed(0)
+    pyr = ConditionPyramid(1, 8, 32, 16, 4, TOK.scales)
+    assert torch.equal(pyr.net(torch.full((2, 1, 16, 16), 0.5) * 2 - 1), torch.zeros(2, 8, 4, 4))
+    depth = torch.rand(8, 1, 16, 16)
+    feat = pyr.net(depth * 2 - 1)
+    assert feat.std(0).mean() > 0.3 * feat.abs().mean()  # varies across conditions as much as its size

@@ -98,7 +98,7 @@ rule scvar_train:
         tokenizer=lambda wc, input: input.tokenizer.removesuffix(".safetensors"),
         base=lambda wc, input: f"--base {input.base[0].removesuffix('.safetensors')}" if input.base else "",
         out=subpath(output.model, parent=True),
-    threads: 2
+    threads: 1  # small model: two 1-thread jobs beat one 2-thread job on 2 cores
     conda:
         ENV
     resources:
