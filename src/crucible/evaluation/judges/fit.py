@@ -4,15 +4,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 from ...data.tensors import SplitTensors
+from ...train.distributed import is_main, shard, training_device
 from .train import build_judge, evaluate_judge, save_judge, train_judge
 
-__all__ = ["judge_batch", "random_batches", "ordered_batches", "fit_judge"]
+__all__ = ["judge_batch", "ordered_batches", "fit_judge"]
 
 
 def judge_batch(data: SplitTensors, idx: torch.Tensor, target: str = "depth") -> dict:
@@ -22,12 +22,6 @@ def judge_batch(data: SplitTensors, idx: torch.Tensor, target: str = "depth") ->
     if "normal" in data.conditions:
         out["normal"] = data.field("normal", idx) * 2.0 - 1.0
     return out
-
-
-def random_batches(data: SplitTensors, batch: int, seed: int) -> Iterator[dict]:
-    gen = torch.Generator().manual_seed(seed)
-    while True:
-        yield judge_batch(data, torch.randint(len(data), (batch,), generator=gen))
 
 
 def ordered_batches(data: SplitTensors, batch: int, limit: int | None = None) -> list[dict]:
@@ -44,16 +38,23 @@ def _config(cfg: dict, kind: str, data: SplitTensors) -> dict:
 
 
 def fit_judge(cfg: dict, kind: str, train: Path, test: Path, out: Path, progress: bool = True) -> list[dict]:
-    """Train judge ``kind``, save it to ``out`` (safetensors + config), return tidy quality rows."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """Train judge ``kind``, save it to ``out`` (safetensors + config), return tidy quality rows.
+
+    Trained through the shared loop: resumable from ``<out without suffix>/`` and data-parallel under torchrun.
+    The batch of step s is row s of one seeded (steps, batch_size) draw of train indices."""
+    device = training_device()
     tr, te = SplitTensors(train), SplitTensors(test)
     seed, t = cfg["seeds"][0], cfg["judges"]["train"]
     torch.manual_seed(seed)
     model = build_judge(kind, _config(cfg, kind, tr))
-    train_judge(kind, model, random_batches(tr, t["batch_size"], seed), t["steps"], t["lr"], device, progress)
-    tmp = Path(out).with_name(Path(out).name + ".tmp")
-    save_judge(tmp, kind, model, {"dataset_hash": tr.dataset_hash, "seed": str(seed)})
-    os.replace(tmp, out)
+    order = torch.randint(len(tr), (t["steps"], t["batch_size"]), generator=torch.Generator().manual_seed(seed))
+    meta = {"judges": cfg["judges"], "data": cfg["data"], "kind": kind, "dataset_hash": tr.dataset_hash}
+    train_judge(kind, model, lambda s: judge_batch(tr, shard(order[s])), t["steps"], t["lr"], device, progress,
+                out_dir=Path(out).with_suffix(""), seed=seed, meta=meta, batch_size=t["batch_size"])
+    if is_main():
+        tmp = Path(out).with_name(Path(out).name + ".tmp")
+        save_judge(tmp, kind, model, {"dataset_hash": tr.dataset_hash, "seed": str(seed)})
+        os.replace(tmp, out)
     batch = cfg["judges"]["eval_batch_size"]
     quality = evaluate_judge(kind, model, ordered_batches(te, batch), ordered_batches(tr, batch, limit=1000))
     return [{"stage": "judge", "variant": kind, "seed": seed, "condition": None, "metric": k, "value": float(v)}

@@ -10,7 +10,8 @@ a reader can see that a judge measures something. Batches are dicts with keys ``
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -18,8 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from tqdm import tqdm
 
+from ...train.loop import LoopConfig, run_training
 from ..control import NORMAL_VALID_MIN_NORM, angular_error_map_deg, confusion_matrix, miou_from_confusion
 from .dense import DENSE_KINDS, DenseJudge, DenseJudgeConfig
 from .encoder import EncoderConfig, JudgeEncoder
@@ -62,18 +63,6 @@ def _to(batch: dict, device) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def _cycle(batches: Iterable[dict]) -> Iterator[dict]:
-    """Repeat a re-iterable (list, DataLoader) of batches forever; a one-shot iterator must hold enough
-    batches."""
-    while True:
-        n = 0
-        for batch in batches:
-            n += 1
-            yield batch
-        if n == 0:
-            raise ValueError("judge training got no batches (an exhausted iterator cannot be repeated)")
-
-
 def _normal_cosine_loss(pred_B3HW: torch.Tensor, ref_B3HW: torch.Tensor) -> torch.Tensor:
     valid_BHW = ref_B3HW.norm(dim=1) > NORMAL_VALID_MIN_NORM  # background pixels carry no normal
     cos_BHW = (pred_B3HW * F.normalize(ref_B3HW, dim=1, eps=1e-6)).sum(dim=1)
@@ -99,29 +88,45 @@ def judge_loss(kind: str, model: nn.Module, batch: dict) -> torch.Tensor:
 def train_judge(
     kind: str,
     model: nn.Module,
-    batches: Iterable[dict],
+    batches: Sequence[dict] | Callable[[int], dict],
     steps: int,
     lr: float,
     device: str | torch.device,
     progress: bool = True,
     weight_decay: float = 0.0,
+    out_dir: Path | None = None,
+    seed: int = 0,
+    meta: dict | None = None,
+    batch_size: int | None = None,
 ) -> list[float]:
-    """AdamW on ``judge_loss`` for ``steps`` steps (cycling over ``batches``); returns the loss of every step.
-
-    Deterministic for a fixed ``torch.manual_seed`` (set by the caller before building the model) and batch
-    order. The model is left on ``device`` in eval mode.
+    """AdamW at a constant ``lr`` on ``judge_loss`` for ``steps`` steps through the shared training loop
+    (``train/loop.py``): resumable from ``out_dir`` (a throw-away folder when None), data-parallel under
+    torchrun. ``batches``: a sequence (step t trains on ``batches[t % len]``) or a function of the step (which
+    keeps this process's share with ``train.loop.shard``; give ``batch_size`` then). Returns the loss of every
+    step run. The model is left on ``device`` in eval mode.
     """
     _check_kind(kind, model)
     model.to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if callable(batches):
+        batch_at = batches
+    else:
+        seq = list(batches)
+        if not seq:
+            raise ValueError("judge training got no batches")
+        batch_at, batch_size = (lambda t: seq[t % len(seq)]), batch_size or len(seq[0]["image"])
     losses: list[float] = []
-    batch_iter = _cycle(batches)
-    for _ in tqdm(range(steps), disable=not progress, desc=f"judge[{kind}]", leave=False):
-        loss = judge_loss(kind, model, _to(next(batch_iter), device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+
+    def loss_fn(step: int):
+        loss = judge_loss(kind, model, _to(batch_at(step), device))
         losses.append(loss.item())
+        return loss, {}
+
+    loop = LoopConfig(steps=steps, lr=lr, batch_size=batch_size, weight_decay=weight_decay, lr_min_ratio=1.0,
+                      grad_clip=0.0, ckpt_every=max(1, steps // 4))
+    run_meta = {"config": meta or {"kind": kind, "steps": steps, "lr": lr}, "kind": kind}
+    with tempfile.TemporaryDirectory() as tmp:
+        run_training(model, model.parameters(), loss_fn, loop, Path(out_dir or tmp), seed, run_meta,
+                     f"judge[{kind}]", progress)
     model.eval()
     return losses
 
