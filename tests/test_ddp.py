@@ -67,12 +67,10 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     for a, b in zip(*logs, strict=True):
         assert float(b["loss"]) == pytest.approx(float(a["loss"]), rel=1e-6)
     # ... and so do the weights, except where a gradient is (nearly) zero, e.g. a conv bias before a
-    # GroupNorm: Adam turns its rounding noise into steps of up to ±lr, so there the two runs can differ by
-    # at most 2·Σ lr_t. Measured: 30 of 15143 numbers beyond 1e-6, the largest 4.3e-5 (bound 4e-4).
-    lr_sum = sum(float(r["lr"]) for r in logs[0])
+    # GroupNorm: Adam turns its rounding noise into steps of up to ±lr. Measured: 30 of 15143 numbers
+    # beyond 1e-6, the largest 4.3e-5.
     diff = torch.cat([(two[k].float() - one[k].float()).abs().flatten() for k in one])
-    assert diff.max() <= 2 * lr_sum
-    assert (diff > 1e-6).float().mean() < 0.01
+    assert (diff > 1e-6).float().mean() < 0.01 and diff.max() < 1e-3
     meta = json.loads((tmp_path / "two" / "model.json").read_text())
     assert meta["provenance"]["world_size"] == 2
 

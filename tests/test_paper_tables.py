@@ -51,6 +51,7 @@ def test_tables_equal_expected_files(cfg, tmp_path):
         for name in names:
             for ext in ("md", "tex", "csv"):
                 shutil.copy(tmp_path / f"{name}.{ext}", EXPECTED / f"{name}.{ext}")
+        pytest.skip("expected files rewritten from this run (CRUCIBLE_UPDATE_EXPECTED): review the git diff")
     for name in names:
         for ext in ("md", "tex", "csv"):
             got, want = (tmp_path / f"{name}.{ext}").read_text(), (EXPECTED / f"{name}.{ext}").read_text()

@@ -72,14 +72,19 @@ def provenance(cfg: dict, seed: int | None = None, data_root: Path | None = None
     return rec
 
 
-def write_json(obj, path: Path) -> None:
+def write_text(text: str, path: Path) -> None:
+    """A text file written under a temporary name and renamed (by rank 0 only): never half-written."""
     path = Path(path)
     if is_main():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+        tmp.write_text(text)
         os.replace(tmp, path)
     barrier()
+
+
+def write_json(obj, path: Path) -> None:
+    write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n", path)
 
 
 def write_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:

@@ -71,7 +71,7 @@ rule bench:
         f"logs/{PROFILE}/bench.log",
     params:
         config=CONFIG,
-        section=section_hash("evaluation"),
+        section=run_hash("evaluation", "data", scvar="uncond", cam="full"),  # timings, sampling, CAM size
         tensors=tensor_dir,
         tokenizer=lambda wc, input: input.tokenizer.removesuffix(".safetensors"),
         models=bench_flags,

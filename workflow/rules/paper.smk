@@ -12,6 +12,7 @@ QUALITATIVE_SCENES = 2  # test scenes in the qualitative grid (rows = scenes x c
 rule paper_tables:
     input:
         summary=rules.aggregate.output.summary,
+        tolerances="evaluation/tolerances.yaml",  # each metric's better side: bold marks, arrows
         paired=rules.aggregate.output.paired,
     output:
         expand(f"{PAPER}/tables/{{name}}.{{ext}}", name=PAPER_TABLES, ext=TABLE_FORMATS),
@@ -44,6 +45,7 @@ rule paper_tables:
 rule paper_figure_hotplug:
     input:
         summary=rules.aggregate.output.summary,
+        tolerances="evaluation/tolerances.yaml",  # each metric's better side: bold marks, arrows
     output:
         png=report(
             f"{PAPER}/figures/hotplug.png",
@@ -70,6 +72,7 @@ rule paper_figure_hotplug:
 rule paper_figure_ecfm:
     input:
         summary=rules.aggregate.output.summary,
+        tolerances="evaluation/tolerances.yaml",  # each metric's better side: bold marks, arrows
     output:
         png=report(
             f"{PAPER}/figures/ecfm.png",

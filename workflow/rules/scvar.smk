@@ -38,7 +38,7 @@ rule tokenizer_eval:
         f"logs/{PROFILE}/tokenizer_eval.log",
     params:
         config=CONFIG,
-        section=section_hash("tokenizer"),
+        section=section_hash("tokenizer", "evaluation"),
         tensors=tensor_dir,
         model=lambda wc, input: input.model.removesuffix(".safetensors"),
         judges=lambda wc, input: Path(input.encoder).parent,

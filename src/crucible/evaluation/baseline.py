@@ -130,6 +130,9 @@ def update_baseline(results: Path, baseline: Path, profile: str, force: bool = F
     """
     results, baseline = Path(results), Path(baseline)
     cfg = check_results(results, profile)
+    old = baseline.with_name(f".{baseline.name}.old")
+    if not baseline.exists() and old.is_dir():  # an update stopped between its two renames: put it back
+        os.replace(old, baseline)
     existed = baseline.exists()
     if existed:
         if _same_content(results, baseline):
@@ -156,10 +159,9 @@ def update_baseline(results: Path, baseline: Path, profile: str, force: bool = F
         "files": {n: {"sha256": _sha256(stage / n)} for n in (*COPIED, "metrics.json")},
     }
     (stage / "provenance.json").write_text(json.dumps(prov, indent=1, sort_keys=True) + "\n")
-    old = baseline.with_name(f".{baseline.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
     if baseline.exists():
-        os.replace(baseline, old)
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(baseline, old)  # from here until the next line, only .old holds the stored baseline
     os.replace(stage, baseline)
     shutil.rmtree(old, ignore_errors=True)
     commits = ", ".join(prov["runs"]["git_commits"])

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from ..provenance import write_text
 from .baseline import BaselineExists, read_provenance, update_baseline
 from .compare import FAILING, VERDICTS, Tolerances, compare_summaries, read_summary, variant_overview
 
@@ -153,8 +154,8 @@ def _cmd_compare(args) -> None:
     meta = _meta(results, baseline, profile, tol_path)
     out_dir = Path(args.out_dir) if args.out_dir else results
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "comparison.md").write_text(render_markdown(cmp, overview, meta, failed))
-    cmp.to_csv(out_dir / "comparison.csv", index=False)
+    write_text(render_markdown(cmp, overview, meta, failed), out_dir / "comparison.md")
+    write_text(cmp.to_csv(index=False), out_dir / "comparison.csv")
     _print_rich(cmp, overview, meta, args.show)
     counts = cmp["verdict"].value_counts()
     print(", ".join(f"{n} {v}" for v, n in counts.items()) + f"; full table: {out_dir / 'comparison.md'} (.csv)")

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pandas as pd
 
+from ..provenance import write_text
 from .compare import read_summary
 
 __all__ = ["metric_key", "flat_metrics", "plot_tables", "write_dvc_files", "offline_html_template"]
@@ -77,20 +77,13 @@ def plot_tables(results: Path, summary: pd.DataFrame | None = None) -> dict[str,
     return tables
 
 
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_dvc_files(results: Path, metrics: Path, plots: Path) -> dict[str, float | None]:
     """Write ``metrics`` (flat JSON) and the CSVs of :func:`plot_tables` into the folder ``plots``."""
     summary = read_summary(results)
     flat = flat_metrics(summary)
-    _write_text(Path(metrics), json.dumps(flat, indent=1) + "\n")
+    write_text(json.dumps(flat, indent=1) + "\n", Path(metrics))
     for name, table in plot_tables(results, summary).items():
-        _write_text(Path(plots) / name, table.to_csv(index=False))
+        write_text(table.to_csv(index=False), Path(plots) / name)
     return flat
 
 
@@ -119,5 +112,5 @@ def offline_html_template(out: Path) -> Path:
         "<style>body { font-family: sans-serif; } div[id] { margin: 1em; display: inline-block; }</style>",
         "</head>", "<body>", "{plot_divs}", "</body>", "</html>", "",
     ])
-    _write_text(Path(out), page)
+    write_text(page, Path(out))
     return Path(out)

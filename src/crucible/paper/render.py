@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..provenance import write_text
 from .table import ALPHA, Table, common_n, fmt_mean_std
 
 __all__ = ["FORMATS", "caption", "to_markdown", "to_latex", "to_csv", "to_html", "write_table"]
@@ -208,8 +209,7 @@ def write_table(t: Table, out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{t.name}.{ext}" for ext in FORMATS]
-    paths[0].write_text(to_markdown(t))
-    paths[1].write_text(to_latex(t))
-    to_csv(t).to_csv(paths[2], index=False)
-    paths[3].write_text(to_html(t))
+    for path, text in zip(paths, (to_markdown(t), to_latex(t), to_csv(t).to_csv(index=False), to_html(t)),
+                          strict=True):
+        write_text(text, path)
     return paths

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from ..provenance import write_text
 from .metrics import METRICS, arrow, label, unit
 from .render import to_markdown, write_table
 from .table import Key, Results, Table, fill
@@ -329,5 +330,5 @@ def write_tables(results_dir: Path, cfg: dict, out_dir: Path) -> list[Table]:
     for t in tables:
         write_table(t, out_dir)
     index = [f"# Tables ({cfg['profile']} profile)\n", *(to_markdown(t) for t in tables)]
-    (Path(out_dir) / "index.md").write_text("\n".join(index))
+    write_text("\n".join(index), Path(out_dir) / "index.md")
     return tables

@@ -46,7 +46,8 @@ def train_tokenizer(cfg: dict, seed: int, tensors: Path, out_dir: Path, progress
         return l1 + l2 + vq_loss, {"l1": l1.item(), "l2": l2.item(), "vq": vq_loss.item(),
                                    "usage": float(info["usage_mean"])}
 
-    meta = {"config": {"tokenizer": cfg["tokenizer"], "image_size": cfg["data"]["image_size"]}, "seed": seed}
+    meta = {"config": {"tokenizer": cfg["tokenizer"], "image_size": cfg["data"]["image_size"], "seed": seed},
+            "seed": seed}
     summary = run_training(model, model.parameters(), loss_fn, loop, out_dir, seed, meta, "tokenizer", progress)
     save_checkpoint(Path(out_dir) / "model", model, {**meta, "tokenizer_config": tok_cfg.to_dict(),
                                                      "provenance": provenance(cfg, seed=seed, **summary)})

@@ -48,7 +48,7 @@ def fit_judge(cfg: dict, kind: str, train: Path, test: Path, out: Path, progress
     torch.manual_seed(seed)
     model = build_judge(kind, _config(cfg, kind, tr))
     order = torch.randint(len(tr), (t["steps"], t["batch_size"]), generator=torch.Generator().manual_seed(seed))
-    meta = {"judges": cfg["judges"], "data": cfg["data"], "kind": kind, "dataset_hash": tr.dataset_hash}
+    meta = {"judges": cfg["judges"], "data": cfg["data"], "kind": kind, "dataset_hash": tr.dataset_hash, "seed": seed}
     train_judge(kind, model, lambda s: judge_batch(tr, shard(order[s])), t["steps"], t["lr"], device, progress,
                 out_dir=Path(out).with_suffix(""), seed=seed, meta=meta, batch_size=t["batch_size"])
     if is_main():
