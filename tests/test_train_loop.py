@@ -89,6 +89,12 @@ def test_truncated_and_mismatched_checkpoints_are_named(tmp_path):
     other = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Dropout(0.1), torch.nn.Linear(8, 1))
     with pytest.raises(CheckpointError, match=r"ok: tensor '0\.(weight|bias)' has shape \(16\b"):
         load_weights(other, tensors, source="ok")
+    # a stop between the two renames of a save: step-14 weights beside the step-9 JSON are refused
+    save_checkpoint(tmp_path / "a", m, {"config": {}, "step": 9})
+    save_checkpoint(tmp_path / "b", m, {"config": {}, "step": 14})
+    (tmp_path / "b.safetensors").replace(tmp_path / "a.safetensors")
+    with pytest.raises(CheckpointError, match="a.safetensors: weights of step 14 but a.json of step 9"):
+        load_checkpoint(tmp_path / "a")
 
 
 KILL_SCRIPT = """

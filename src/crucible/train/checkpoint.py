@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .distributed import barrier, is_main
@@ -65,7 +65,9 @@ def save_checkpoint(path: Path, model: torch.nn.Module, meta: dict, optimizer: t
         tensors.update(opt_tensors)
     tensors.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in (extra_tensors or {}).items()})
     st, js = path.with_suffix(".safetensors"), path.with_suffix(".json")
-    save_file(tensors, str(st) + ".tmp", metadata={"format": "crucible-checkpoint-1"})
+    # the step goes into both files: a stop between the two renames below leaves a pair load refuses
+    stamp = {"format": "crucible-checkpoint-1", **({"step": str(meta["step"])} if "step" in meta else {})}
+    save_file(tensors, str(st) + ".tmp", metadata=stamp)
     js_tmp = Path(str(js) + ".tmp")
     js_tmp.write_text(json.dumps(meta, indent=1, sort_keys=True, default=str) + "\n")
     os.replace(str(st) + ".tmp", st)
@@ -94,6 +96,11 @@ def load_checkpoint(path: Path, expect_config: dict | None = None, device: str |
         tensors = load_file(str(st), device=str(device))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{st}: truncated or corrupt safetensors file ({e})") from e
+    with safe_open(str(st), framework="pt") as f:
+        st_step = (f.metadata() or {}).get("step")
+    if st_step is not None and str(meta.get("step")) != st_step:
+        raise CheckpointError(f"{st}: weights of step {st_step} but {js.name} of step {meta.get('step')} (a save was "
+                              "interrupted between its two files); delete both to restart from scratch")
     if expect_config is not None and meta.get("config") != expect_config:
         have = meta.get("config") or {}
         keys = sorted(k for k in set(have) | set(expect_config) if have.get(k) != expect_config.get(k))
