@@ -14,11 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..data.tensors import SplitTensors
 from ..models.scvar.flops import generation_flops
-from ..train.cam import load_cam, resize
+from ..train.cam import aligned_depth, load_cam
 from ..train.scvar import load_scvar
 from ..train.tokenizer import load_tokenizer
 from .speed import benchmark, count_parameters, images_per_second
@@ -73,12 +72,10 @@ def bench_cam(cfg: dict, cond: str, cam_path: Path, data: SplitTensors, device, 
     b, res = cfg["evaluation"]["bench"], cfg["cam"]["resolution"]
     cam, _ = load_cam(cam_path, device)
     for B in (1, b["batch_size"]):
-        x = resize(data.field(cond, torch.arange(B) % len(data)), res).to(device)
+        x = data.field(cond, torch.arange(B) % len(data))
 
-        @torch.no_grad()
-        def call(x=x):
-            pred = cam(x, cond, sample=False).pred_B1HW
-            return F.interpolate(pred, size=(cfg["data"]["image_size"],) * 2, mode="bilinear", align_corners=False)
+        def call(x=x):  # the path SCVAR's samples take: condition -> CAM -> depth at the image size
+            return aligned_depth(cam, x, cond, res, cfg["data"]["image_size"])
 
         t = benchmark(call, warmup=b["warmup"], repeats=b["repeats"], device=device)
         if B == 1:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from .dataset_figure import _panel
@@ -55,12 +54,10 @@ def cam_checkpoints(results_dir: Path, cfg: dict, seed: int) -> dict[str, Path]:
 
 @torch.no_grad()
 def _cam_depth(ckpt: Path, data, cond: str, idx: torch.Tensor, res: int, size: int) -> np.ndarray:
-    from ..train.cam import load_cam, resize
+    from ..train.cam import aligned_depth, load_cam
 
     cam, _ = load_cam(ckpt, "cpu")
-    pred_B1HW = cam(resize(data.field(cond, idx), res), cond, sample=False).pred_B1HW
-    pred_B1HW = F.interpolate(pred_B1HW, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
-    return pred_B1HW[:, 0].numpy() * data.depth_max
+    return aligned_depth(cam, data.field(cond, idx), cond, res, size)[:, 0].numpy() * data.depth_max
 
 
 def load_panels(results_dir: Path, cfg: dict, tensors: Path, seed: int, scenes: int) -> Panels:

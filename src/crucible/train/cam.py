@@ -20,8 +20,8 @@ from ..provenance import provenance
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .loop import LoopConfig, run_training, shard, training_device
 
-__all__ = ["cam_config", "cam_run_config", "resize", "build_cam", "load_cam", "train_cam", "train_hotplug",
-           "hotplug_subset"]
+__all__ = ["cam_config", "cam_run_config", "resize", "aligned_depth", "build_cam", "load_cam", "train_cam",
+           "train_hotplug", "hotplug_subset"]
 
 
 def cam_config(cfg: dict, variant: str) -> CAMConfig:
@@ -35,6 +35,14 @@ def cam_config(cfg: dict, variant: str) -> CAMConfig:
 
 def resize(x_BCHW: torch.Tensor, size: int) -> torch.Tensor:
     return x_BCHW if x_BCHW.shape[-1] == size else F.interpolate(x_BCHW, size=(size, size), mode="area")
+
+
+@torch.no_grad()
+def aligned_depth(cam: CAM, x_BCHW: torch.Tensor, cond: str, res: int, size: int) -> torch.Tensor:
+    """CAM's depth for conditions ``x`` of type ``cond`` (eval path, z0 = mean): area-resized to the CAM
+    resolution, predicted, bilinear back to ``size`` and clamped to [0, 1], on the CAM's device."""
+    pred = cam(resize(x_BCHW, res).to(next(cam.parameters()).device), cond, sample=False).pred_B1HW
+    return F.interpolate(pred, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
 
 
 def _check_sources(cfg: dict, data: SplitTensors, sources: list[str]) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from ..data.tensors import SplitTensors
@@ -86,11 +85,10 @@ def load_scvar(path: Path, cfg: dict, vq, device="cpu") -> SCVAR:
 
 @torch.no_grad()
 def _cam_depth(cam_path: Path, data: SplitTensors, cond: str, idx: torch.Tensor, res: int, size: int, device):
-    from .cam import load_cam, resize
+    from .cam import aligned_depth, load_cam
 
     cam, _ = load_cam(cam_path, device)
-    pred = cam(resize(data.field(cond, idx), res).to(device), cond, sample=False).pred_B1HW
-    return F.interpolate(pred, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+    return aligned_depth(cam, data.field(cond, idx), cond, res, size)
 
 
 @torch.no_grad()
