@@ -48,6 +48,8 @@ def _loss_table(results: Path, pattern: str, series) -> pd.DataFrame:
     """step, loss (mean over the seeds of a series), series — from every ``loss.csv`` matching ``pattern``."""
     frames = []
     for path in sorted(results.glob(pattern)):
+        if not path.stat().st_size:  # a run resumed from a finished checkpoint of an older layout: no log
+            continue
         df = pd.read_csv(path, usecols=["step", "loss"])
         df["series"] = series(path)
         frames.append(df)

@@ -17,7 +17,8 @@ def loss_runs(root: Path, variants: list[str]) -> dict[str, list[pd.DataFrame]]:
     """variant -> one (step, loss) frame per ``<root>/<variant>/seed*/loss.csv`` found."""
     out = {}
     for v in variants:
-        frames = [pd.read_csv(p) for p in sorted(Path(root, v).glob("seed*/loss.csv"))]
+        # a run resumed from a finished checkpoint of an older layout has an empty log: skipped
+        frames = [pd.read_csv(p) for p in sorted(Path(root, v).glob("seed*/loss.csv")) if p.stat().st_size]
         frames = [f for f in frames if {"step", "loss"} <= set(f.columns) and len(f)]
         if frames:
             out[v] = frames
@@ -61,7 +62,7 @@ def curves_figure(results_dir: Path, cfg: dict, out: Path) -> list[Path]:
         _plot(axes[0], loss_runs(results_dir / "cam", cam_v), colours)
         axes[0].set_title("CAM: L1 + λ_KL·KL + λ_z·½‖z‖² (mean over seen types)")
         tok = results_dir / "tokenizer" / "loss.csv"
-        tok_runs = {"tokenizer": [pd.read_csv(tok)]} if tok.is_file() else {}
+        tok_runs = {"tokenizer": [pd.read_csv(tok)]} if tok.is_file() and tok.stat().st_size else {}
         _plot(axes[1], tok_runs, colours, "L1 + L2 + VQ loss")
         axes[1].set_title("multi-scale VQ tokenizer")
         _plot(axes[2], loss_runs(results_dir / "scvar", ["base"]), colours, "cross-entropy (nats/token)")
