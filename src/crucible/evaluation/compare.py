@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-__all__ = ["KEYS", "VERDICTS", "FAILING", "Tolerance", "Tolerances", "read_summary", "compare_summaries",
+__all__ = ["KEYS", "VERDICTS", "FAILING", "Tolerance", "Tolerances", "norm_key", "read_summary", "compare_summaries",
            "variant_overview"]
 
 KEYS = ["stage", "variant", "condition", "metric", "backbone", "n_train"]  # the aggregate's group columns
@@ -132,7 +132,7 @@ class Tolerances:
         return Tolerance(**{k: v for k, v in spec.items() if k in known}, source=" + ".join(used))
 
 
-def _norm_key(value: str) -> str:
+def norm_key(value) -> str:
     """'-' for an empty cell; '16.0' -> '16' (pandas writes an integer hot-plug n as a float next to '-')."""
     value = str(value).strip()
     if value in ("", "nan", "None"):
@@ -157,7 +157,7 @@ def read_summary(path: Path) -> pd.DataFrame:
         raise ValueError(f"{path}: not a summary table of this version, column(s) {missing} missing "
                          f"(columns: {list(df.columns)}); re-run `crucible aggregate`")
     for k in KEYS:
-        df[k] = df[k].map(_norm_key)
+        df[k] = df[k].map(norm_key)
     for c in STATS:
         df[c] = pd.to_numeric(df[c].replace("", "nan"), errors="coerce")
     dup = df[df.duplicated(KEYS, keep=False)]

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..evaluation.compare import norm_key
 from .metrics import direction
 
 __all__ = ["ALPHA", "Key", "Cell", "Table", "Results", "fill", "fmt_mean_std", "common_n"]
@@ -86,24 +87,12 @@ class Table:
         return not any(c.present for c in self.cells.values())
 
 
-def _norm_n(v) -> str:
-    """'16.0' / 16 / '-' -> '16' / '16' / '-' (summary.csv writes hot-plug sizes as floats)."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    s = str(v)
-    try:
-        f = float(s)
-    except ValueError:
-        return s
-    return str(int(f)) if f.is_integer() else s
-
-
 def _read(path: Path) -> pd.DataFrame:
     df = pd.read_csv(path, dtype={k: str for k in _KEY_COLUMNS + ["reference", "test"]}, keep_default_na=False)
     for col in ("backbone", "n_train"):  # summaries written before these keys existed
         if col not in df:
             df[col] = "-"
-    df["n_train"] = df["n_train"].map(_norm_n)
+    df["n_train"] = df["n_train"].map(norm_key)
     for col in ("mean", "std", "ci_lo", "ci_hi", "p_value", "n"):
         if col in df:
             df[col] = pd.to_numeric(df[col], errors="coerce")
