@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import small_config  # tests/, on the path via pytest's pythonpath
 import torch
 from PIL import Image
 from safetensors import safe_open
@@ -36,13 +37,7 @@ FINISHED = b"a finished result"
 
 
 def small_cfg() -> dict:
-    cfg = cfglib.resolve(ROOT / "config", given={"profile": "smoke"})
-    cfg["data"]["image_size"] = 16
-    cfg["data"]["scenes"] = {"train": 3, "val": 1, "test": 2}
-    cfg["data"]["spp"] = 2
-    cfg["cam"]["resolution"] = 16
-    cfg["cam"]["train"] = {"steps": 2, "batch_size": 3, "lr": 1e-3, "ckpt_every": 1}
-    return cfglib.validate(cfg)
+    return small_config.small_cfg((3, 1, 2), cam__train={"steps": 2, "batch_size": 3, "lr": 1e-3, "ckpt_every": 1})
 
 
 @pytest.fixture(scope="module")

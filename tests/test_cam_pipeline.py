@@ -4,9 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
+import small_config  # tests/, on the path via pytest's pythonpath
 import torch
 
-from crucible import config as cfglib
 from crucible.data.build import render_dataset
 from crucible.data.tensors import SplitTensors, pack_split
 from crucible.evaluation.cam_eval import eval_cam, eval_hotplug
@@ -16,15 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def small_cfg():
-    cfg = cfglib.resolve(ROOT / "config", given={"profile": "smoke"})
-    cfg["data"]["image_size"] = 16
-    cfg["data"]["scenes"] = {"train": 6, "val": 2, "test": 4}
-    cfg["data"]["spp"] = 2
-    cfg["cam"]["resolution"] = 16
-    cfg["cam"]["train"] = {"steps": 3, "batch_size": 3, "lr": 1e-3, "ckpt_every": 2}
-    cfg["cam"]["hotplug"]["train"] = {"steps": 2, "batch_size": 2, "lr": 1e-3}
-    cfg["cam"]["eval"] = {"scenes": 4, "batch_size": 2}
-    return cfglib.validate(cfg)
+    return small_config.small_cfg(cam__train={"steps": 3, "batch_size": 3, "lr": 1e-3, "ckpt_every": 2},
+                                  cam__hotplug__train={"steps": 2, "batch_size": 2, "lr": 1e-3},
+                                  cam__eval={"scenes": 4, "batch_size": 2})
 
 
 @pytest.fixture(scope="module")

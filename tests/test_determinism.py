@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import small_config  # tests/, on the path via pytest's pythonpath
 import torch
 
 from crucible import config as cfglib
@@ -26,14 +27,8 @@ TIMING = ("seconds",)  # keys holding wall-clock time: the only fields allowed t
 
 
 def small_cfg() -> dict:
-    cfg = cfglib.resolve(ROOT / "config", given={"profile": "smoke"})
-    cfg["data"]["image_size"] = 16
-    cfg["data"]["scenes"] = {"train": 6, "val": 2, "test": 4}
-    cfg["data"]["spp"] = 2
-    cfg["cam"]["resolution"] = 16
-    cfg["cam"]["train"] = {"steps": 4, "batch_size": 3, "lr": 1e-3, "ckpt_every": 2}
-    cfg["cam"]["eval"] = {"scenes": 4, "batch_size": 2}
-    return cfglib.validate(cfg)
+    return small_config.small_cfg(cam__train={"steps": 4, "batch_size": 3, "lr": 1e-3, "ckpt_every": 2},
+                                  cam__eval={"scenes": 4, "batch_size": 2})
 
 
 def without_timing(obj):

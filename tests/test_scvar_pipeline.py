@@ -3,10 +3,10 @@
 from pathlib import Path
 
 import pytest
+import small_config  # tests/, on the path via pytest's pythonpath
 import torch
 from safetensors.torch import save_file
 
-from crucible import config as cfglib
 from crucible.data.build import render_dataset
 from crucible.data.tensors import SplitTensors, pack_split
 from crucible.evaluation.generation import load_samples
@@ -18,18 +18,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def small_cfg():
-    cfg = cfglib.resolve(ROOT / "config", given={"profile": "smoke"})
-    cfg["data"]["image_size"] = 16
-    cfg["data"]["scenes"] = {"train": 6, "val": 2, "test": 4}
-    cfg["data"]["spp"] = 2
-    cfg["tokenizer"]["model"] = {"ch": 8, "ch_mult": [1, 2], "latent_channels": 4, "codebook_size": 16,
-                                 "scales": [1, 2, 4, 8]}
-    cfg["tokenizer"]["train"] = {"steps": 2, "batch_size": 4, "lr": 1e-3}
-    cfg["scvar"]["model"] = {"depth": 2, "width": 16, "heads": 2}
-    cfg["scvar"]["base_train"] = {"steps": 2, "batch_size": 4, "lr": 1e-3}
-    cfg["scvar"]["train"] = {"steps": 2, "batch_size": 4, "lr": 1e-3}
-    cfg["scvar"]["sample"] = {"scenes": 3, "batch_size": 2, "cfg_scale": 1.0, "top_k": 0, "top_p": 0.9}
-    return cfglib.validate(cfg)
+    return small_config.small_cfg(
+        tokenizer__model={"ch": 8, "ch_mult": [1, 2], "latent_channels": 4, "codebook_size": 16,
+                          "scales": [1, 2, 4, 8]},
+        tokenizer__train={"steps": 2, "batch_size": 4, "lr": 1e-3},
+        scvar__model={"depth": 2, "width": 16, "heads": 2},
+        scvar__base_train={"steps": 2, "batch_size": 4, "lr": 1e-3},
+        scvar__train={"steps": 2, "batch_size": 4, "lr": 1e-3},
+        scvar__sample={"scenes": 3, "batch_size": 2, "cfg_scale": 1.0, "top_k": 0, "top_p": 0.9})
 
 
 @pytest.fixture(scope="module")
