@@ -267,3 +267,17 @@ def test_condition_pyramid_carries_content_not_a_constant():
     depth = torch.rand(8, 1, 16, 16)
     feat = pyr.net(depth * 2 - 1)
     assert feat.std(0).mean() > 0.3 * feat.abs().mean()  # varies across conditions as much as its size
+
+
+@pytest.mark.parametrize("name", ALL_VARIANTS)
+def test_param_groups_scale_exactly_the_parts_the_base_lacks(name):
+    """The "new" AdamW group (cond_lr_scale) is exactly the trainable parameters load_base_into leaves at init."""
+    base = make_model("uncond")
+    model = make_model(name)
+    left_at_init = set(load_base_into(model, base.state_dict()))
+    ids = {id(p): n for n, p in model.named_parameters()}
+    old, new = model.param_groups(3.0)
+    assert (old["lr_scale"], new["lr_scale"]) == (1.0, 3.0)
+    assert {ids[id(p)] for p in new["params"]} == {n for n, p in model.named_parameters()
+                                                   if p.requires_grad and n in left_at_init}
+    assert len(old["params"]) + len(new["params"]) == len(model.trainable_parameters())

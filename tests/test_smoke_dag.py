@@ -119,25 +119,24 @@ def test_config_only_ablation_is_compared_beside_the_stored_baseline(smoke_dag, 
     work = tmp_path / "tree"
     work.mkdir()
     _copy_tree(work)
-    # ecfm_k5 would be the obvious name, but k = 5 > depth 4 (smoke, tiny) places no ECFM module and is refused
-    # by SCVARConfig; a LoRA rank is a config-only ablation that is valid at this depth
-    (work / "ablation.yaml").write_text("scvar:\n  variants:\n    lora_r8: {variant: lora, lora_rank: 8}\n")
+    # the example: ECFM every 5th block (block 5 of the smoke and tiny depth 6), only in the config
+    (work / "ablation.yaml").write_text("scvar:\n  variants:\n    ecfm_k5: {variant: ecfm, ecfm_interval: 5}\n")
     r = subprocess.run(["snakemake", "--cores", "2", "--configfile", "config/smoke.yaml", "ablation.yaml"],
                        cwd=work, env=ENV, capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stderr[-4000:]
-    assert (work / "results/smoke/scvar/lora_r8/seed0/eval.json").is_file()
+    assert (work / "results/smoke/scvar/ecfm_k5/seed0/eval.json").is_file()
     r = subprocess.run(["crucible", "compare", "results/smoke", "--baseline", str(ROOT / "evaluation/baselines/smoke"),
                         "--tolerances", tol], cwd=work, env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "scvar/lora_r8" in r.stdout.split("new variants (not in the baseline):")[1].splitlines()[0]
+    assert "scvar/ecfm_k5" in r.stdout.split("new variants (not in the baseline):")[1].splitlines()[0]
     import pandas as pd
 
     cmp = pd.read_csv(work / "results/smoke/comparison.csv", keep_default_na=False)
-    new = cmp[cmp["variant"] == "lora_r8"]
+    new = cmp[cmp["variant"] == "ecfm_k5"]
     assert len(new) and set(new["verdict"]) == {"new"}
     fid = cmp[(cmp["stage"] == "scvar") & (cmp["metric"] == "fid") & (cmp["condition"] == "gt_depth")]
     block = list(fid["variant"])
-    assert block.index("lora_r8") == block.index("lora") + 1  # beside the stored variants, in the same block
+    assert block.index("ecfm_k5") == block.index("ecfm_k4") + 1  # beside the stored variants, in the same block
 
     perturbed = tmp_path / "baseline"
     shutil.copytree(ROOT / "evaluation/baselines/smoke", perturbed)

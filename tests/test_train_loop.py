@@ -158,3 +158,21 @@ def test_sigkilled_process_resumes_bit_identical(tmp_path):
     ref, run = tmp_path / "ref", tmp_path / "run"
     assert (run / "model.safetensors").read_bytes() == (ref / "model.safetensors").read_bytes()
     assert (run / "loss.csv").read_text() == (ref / "loss.csv").read_text()
+
+
+def test_lr_scale_of_a_parameter_group(tmp_path):
+    """Adam's first bias-corrected step moves a weight by lr (m/sqrt(v) = sign(g), up to eps for a tiny g);
+    a group with lr_scale s moves by s * lr. A plain parameter list stays one optimizer group."""
+    model, loss_fn = make()
+    before = [p.detach().clone() for p in model.parameters()]
+    cfg = LoopConfig(steps=1, lr=1e-2, batch_size=8, ckpt_every=1, grad_clip=0.0)
+    first, second = model[0], model[2]
+    run_training(model, [{"params": first.parameters()}, {"params": second.parameters(), "lr_scale": 3.0}],
+                 loss_fn, cfg, tmp_path / "groups", seed=0, meta=META, progress=False)
+    moved = [(p.detach() - b).abs() for p, b in zip(model.parameters(), before, strict=True)]
+    assert [round(float(d.max()), 6) for d in moved] == [1e-2, 1e-2, 3e-2, 3e-2]
+    assert all(float(d.max()) <= s * (1 + 1e-6) for d, s in zip(moved, [1e-2, 1e-2, 3e-2, 3e-2], strict=True))
+    model, loss_fn = make()
+    run_training(model, model.parameters(), loss_fn, cfg, tmp_path / "plain", seed=0, meta=META, progress=False)
+    _, meta = load_checkpoint(next((tmp_path / "plain").glob("last-*.json")).with_suffix(""))
+    assert len(meta["optimizer"]["param_groups"]) == 1

@@ -34,7 +34,7 @@ rule cam_train:
         cam=run_hash("data", cam=None),
         tensors=tensor_dir,
         out=subpath(output.model, parent=True),
-    threads: 2
+    threads: 1  # small models: two 1-thread jobs get more done on 2 cores than one 2-thread job
     conda:
         ENV
     resources:
@@ -59,7 +59,7 @@ rule cam_eval:
         cam=run_hash("data", cam=None),
         tensors=tensor_dir,
         model=lambda wc, input: input[0].removesuffix(".safetensors"),
-    threads: 2
+    threads: 1  # small models: two 1-thread jobs get more done on 2 cores than one 2-thread job
     conda:
         ENV
     resources:
@@ -84,7 +84,7 @@ rule cam_hotplug:
         cam=run_hash("data", cam="full"),
         tensors=tensor_dir,
         base=lambda wc, input: input.base.removesuffix(".safetensors"),
-    threads: 2
+    threads: 1  # small models: two 1-thread jobs get more done on 2 cores than one 2-thread job
     conda:
         ENV
     resources:

@@ -17,7 +17,7 @@ rule judge_fit:
         config=CONFIG,
         section=section_hash("judges", "seeds"),
         tensors=tensor_dir,
-    threads: 2
+    threads: 1  # small models: two 1-thread jobs get more done on 2 cores than one 2-thread job
     conda:
         ENV
     resources:
@@ -43,7 +43,7 @@ rule scvar_eval:
         section=section_hash("evaluation"),
         tensors=tensor_dir,
         judges=lambda wc, input: Path(input.judges[0]).parent,
-    threads: 2
+    threads: 1  # small models: two 1-thread jobs get more done on 2 cores than one 2-thread job
     conda:
         ENV
     resources:

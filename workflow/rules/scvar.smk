@@ -15,6 +15,7 @@ rule tokenizer_train:
         section=section_hash("tokenizer", "seeds"),
         tensors=tensor_dir,
         out=subpath(output.model, parent=True),
+    priority: 100  # the head of the longest chain (tokenizer -> tokens -> base -> variants): start it first
     threads: 2
     conda:
         ENV
@@ -67,6 +68,7 @@ rule tokenize:
         section=section_hash("tokenizer"),
         tensors=tensor_dir,
         model=lambda wc, input: input.model.removesuffix(".safetensors"),
+    priority: 100
     threads: 2
     conda:
         ENV
@@ -98,6 +100,7 @@ rule scvar_train:
         tokenizer=lambda wc, input: input.tokenizer.removesuffix(".safetensors"),
         base=lambda wc, input: f"--base {input.base[0].removesuffix('.safetensors')}" if input.base else "",
         out=subpath(output.model, parent=True),
+    priority: 50  # the base and the variants before the shorter CAM and judge jobs
     threads: 1  # small model: two 1-thread jobs beat one 2-thread job on 2 cores
     conda:
         ENV
@@ -128,7 +131,7 @@ rule scvar_sample:
         model=lambda wc, input: input.model.removesuffix(".safetensors"),
         tokenizer=lambda wc, input: input.tokenizer.removesuffix(".safetensors"),
         cams=cam_flag,
-    threads: 2
+    threads: 1  # small models: two 1-thread jobs get more done on 2 cores than one 2-thread job
     conda:
         ENV
     resources:

@@ -84,7 +84,7 @@ def _open_log(path: Path, resume_bytes: int | None):
 
 def run_training(
     model: torch.nn.Module,
-    params: Iterable[torch.nn.Parameter],
+    params: Iterable[torch.nn.Parameter] | Iterable[dict],
     loss_fn: Callable[[int], tuple[torch.Tensor, dict[str, float]]],
     cfg: LoopConfig,
     out_dir: Path,
@@ -98,15 +98,19 @@ def run_training(
     The caller sets train/eval modes (a hot-plug run keeps the frozen parts in eval mode). ``loss_fn(step)``
     draws the step's global batch indices and keeps its share with :func:`shard`. ``meta`` (must hold the
     resolved ``config``) goes into every checkpoint; state saved under another config is neither resumed
-    nor overwritten. Returns a summary dict.
+    nor overwritten. ``params`` may also be AdamW parameter groups (dicts), each with an optional
+    ``lr_scale``: that group's learning rate is ``lr_scale`` times the schedule's. Returns a summary dict.
     """
     world = rank_and_world()[1]
     if cfg.batch_size % world:
         raise ValueError(f"{desc}: batch_size {cfg.batch_size} is not a multiple of the {world} processes")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    params = [p for p in params if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    groups = [g if isinstance(g, dict) else {"params": [g]} for g in params]
+    groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
+    groups = [{"lr_scale": 1.0, **g} for g in groups if g["params"]]
+    params = [p for g in groups for p in g["params"]]
+    opt = torch.optim.AdamW(_merge_groups(groups), lr=cfg.lr, weight_decay=cfg.weight_decay)
     # resumable state is keyed by the config: an edited config starts afresh and never clobbers (or is
     # resumed from) the state of another one
     last = out_dir / f"last-{config_hash(meta['config'])}"
@@ -130,7 +134,7 @@ def run_training(
             torch.manual_seed(step_seed(seed, step))
             begin_step(seed, step)
             for g in opt.param_groups:
-                g["lr"] = _lr(cfg, step)
+                g["lr"] = _lr(cfg, step) * g.get("lr_scale", 1.0)  # (absent in checkpoints before groups)
             loss, parts = loss_fn(step)
             loss_value, *part_values = mean_over_ranks([float(loss.detach()), *parts.values()])
             parts = dict(zip(parts, part_values, strict=True))
@@ -168,6 +172,19 @@ def run_training(
         (out_dir / "loss.csv.tmp").replace(out_dir / "loss.csv")
     total = seconds + time.perf_counter() - t0
     return {"steps": cfg.steps, "seconds": total, "resumed_from": start, "world_size": world}
+
+
+def _merge_groups(groups: list[dict]) -> list[dict]:
+    """Consecutive groups with the same settings become one, so a plain parameter list stays one group
+    (and its optimizer state keeps the layout of checkpoints written before groups existed)."""
+    merged: list[dict] = []
+    for g in groups:
+        rest = {k: v for k, v in g.items() if k != "params"}
+        if merged and {k: v for k, v in merged[-1].items() if k != "params"} == rest:
+            merged[-1]["params"] = merged[-1]["params"] + g["params"]
+        else:
+            merged.append({**rest, "params": list(g["params"])})
+    return merged
 
 
 def _optimizer_state(tensors: dict, meta: dict) -> dict:

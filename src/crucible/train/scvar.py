@@ -56,7 +56,9 @@ def train_scvar(cfg: dict, variant: str, seed: int, tensors: Path, tokens: Path,
         base_tensors, _ = load_checkpoint(base, device=device)
         load_base_into(model, {k[len("model."):]: v for k, v in base_tensors.items() if k.startswith("model.")})
     model.train()
-    loop = LoopConfig(**cfg["scvar"]["base_train" if variant == BASE else "train"])
+    train_cfg = dict(cfg["scvar"]["base_train" if variant == BASE else "train"])
+    cond_lr_scale = train_cfg.pop("cond_lr_scale", 1.0)
+    loop = LoopConfig(**train_cfg)
     target = cfg["data"]["target"]
 
     def loss_fn(step: int):
@@ -69,7 +71,7 @@ def train_scvar(cfg: dict, variant: str, seed: int, tensors: Path, tokens: Path,
 
     meta = {"config": {"scvar": cfg["scvar"], "tokenizer": cfg["tokenizer"], "variant": variant,
                        "data": cfg["data"]}, "seed": seed, "variant": variant}
-    summary = run_training(model, model.trainable_parameters(), loss_fn, loop, out_dir, seed, meta,
+    summary = run_training(model, model.param_groups(cond_lr_scale), loss_fn, loop, out_dir, seed, meta,
                            f"scvar {variant} s{seed}", progress)
     save_checkpoint(Path(out_dir) / "model", model, {**meta, "scvar_config": vars(model.cfg),
                                                      "provenance": provenance(cfg, seed=seed, **summary)})

@@ -80,7 +80,7 @@ class SCVAR(nn.Module):
         if cfg.variant == "lora":
             apply_lora(self.blocks, LORA_TARGETS, cfg.lora_rank, cfg.lora_alpha)
             for name, p in self.named_parameters():  # only adapters and the condition path train
-                p.requires_grad_(self._is_lora_trainable(name))
+                p.requires_grad_(self._is_new(name))
 
         # 5. attention masks over the L tokens (not saved: rebuilt from the scales)
         self.register_buffer("attn_mask_LL", block_causal_mask(self.scales), persistent=False)
@@ -103,11 +103,6 @@ class SCVAR(nn.Module):
             block.attn.proj.weight.data.div_((2 * self.cfg.depth) ** 0.5)
             block.ffn.fc2.weight.data.div_((2 * self.cfg.depth) ** 0.5)
 
-    @staticmethod
-    def _is_lora_trainable(name: str) -> bool:
-        is_adapter = name.rsplit(".", 1)[-1] in ("lora_A", "lora_B")
-        return is_adapter or name.startswith(("cond_encoder.", "null_cond"))
-
     # -- helpers -----------------------------------------------------------------------------------
     def set_quantizer(self, quantizer: MultiScaleQuantizer) -> None:
         """Attach the tokenizer's quantizer used by `generate` (kept out of this module's state dict)."""
@@ -116,6 +111,21 @@ class SCVAR(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters an optimizer should update: all, except for `lora` (adapters + condition path)."""
         return [p for p in self.parameters() if p.requires_grad]
+
+    def param_groups(self, new_lr_scale: float = 1.0) -> list[dict]:
+        """AdamW groups of the trainable parameters: the base model's (``lr_scale`` 1) and the parts new to
+        the variant, which a loaded base lacks (condition path, ECFM modules, LoRA adapters; ``lr_scale``
+        ``new_lr_scale``)."""
+        old, new = [], []
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                (new if self._is_new(name) else old).append(p)
+        return [{"params": old, "lr_scale": 1.0}, {"params": new, "lr_scale": float(new_lr_scale)}]
+
+    @staticmethod
+    def _is_new(name: str) -> bool:
+        return name.startswith(("cond_encoder.", "null_cond", "ecfm.")) or name.rsplit(".", 1)[-1] in (
+            "lora_A", "lora_B")
 
     def kv_caching(self, enable: bool) -> None:
         for m in self.modules():
