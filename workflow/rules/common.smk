@@ -6,6 +6,7 @@ from snakemake.utils import validate
 
 from crucible import config as cfglib
 from crucible.data.build import render_config
+from crucible.run_config import run_key
 
 # tiny.yaml <- config/<profile>.yaml <- command-line --config/--configfile values
 config = cfglib.resolve(Path(workflow.basedir) / "config", given=config)
@@ -52,15 +53,11 @@ def section_hash(*keys):
 def run_hash(*keys, **stages):
     """Param (a function of the wildcards) that reruns a job when what it depends on changes: the named
     sections, and of each stage in ``stages`` its shared settings plus one variant, the job's own
-    (value None) or a fixed one (e.g. cam="full"), so adding an ablation reruns nothing already done."""
+    (value None) or a fixed one (e.g. cam="full"), so adding an ablation reruns nothing already done.
+    The same definition (crucible.run_config) keys the checkpoints and the resumable training state."""
 
     def param(wildcards):
-        d = {k: config[k] for k in keys}
-        for stage, fixed in stages.items():
-            own = fixed or wildcards.variant
-            shared = {k: v for k, v in config[stage].items() if k != "variants"}
-            d[stage] = {**shared, "variants": {own: config[stage]["variants"].get(own)}}
-        return cfglib.config_hash(d)
+        return run_key(config, {stage: fixed or wildcards.variant for stage, fixed in stages.items()}, keys)
 
     return param
 

@@ -95,7 +95,7 @@ rule scvar_train:
         f"logs/{PROFILE}/scvar_train/{{variant}}_seed{{seed}}.log",
     params:
         config=CONFIG,
-        section=run_hash("tokenizer", scvar=None),
+        section=run_hash("tokenizer", "data", scvar=None),
         tensors=tensor_dir,
         tokenizer=lambda wc, input: input.tokenizer.removesuffix(".safetensors"),
         base=lambda wc, input: f"--base {input.base[0].removesuffix('.safetensors')}" if input.base else "",

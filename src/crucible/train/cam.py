@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from ..data.tensors import SplitTensors
 from ..models.cam import CAM, CAMConfig, get_variant, resolve_variant
 from ..provenance import provenance
+from ..run_config import cam_run, hotplug_run
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .loop import LoopConfig, run_training, shard, training_device
 
@@ -59,8 +60,10 @@ def build_cam(cfg: dict, variant: str, data: SplitTensors, sources: list[str]) -
 
 
 def cam_run_config(cfg: dict, variant: str) -> dict:
-    """What a trained (variant, seed) depends on: stored as the checkpoint's ``config``, compared on load."""
-    return {"cam": cfg["cam"], "data": cfg["data"], "variant": variant}
+    """What a trained (variant, seed) depends on (:func:`crucible.run_config.cam_run`: the CAM shared settings,
+    this variant, the data section; not the other variants): stored as the checkpoint's ``config``, compared on
+    load."""
+    return cam_run(cfg, variant)
 
 
 def load_cam(path: Path, device: str | torch.device = "cpu", expect_config: dict | None = None) -> tuple[CAM, dict]:
@@ -103,10 +106,10 @@ def _save_model(model: CAM, path: Path, cfg: dict, meta: dict) -> None:
 
 def train_cam(cfg: dict, variant: str, seed: int, tensors: Path, out_dir: Path, progress: bool = True) -> dict:
     """Train one (variant, seed); writes ``model.*``, ``loss.csv`` and the resumable ``last.*``."""
+    torch.manual_seed(seed)  # before any module exists: initial weights are a function of the seed alone
     device = training_device()  # joins the torchrun group when launched by torchrun
     data = SplitTensors(tensors)
     sources, target = cfg["data"]["seen"], cfg["data"]["target"]
-    torch.manual_seed(seed)
     model = build_cam(cfg, variant, data, sources).to(device).train()
     loop = LoopConfig(**cfg["cam"]["train"])
     meta = {"config": cam_run_config(cfg, variant), "variant": variant,
@@ -145,12 +148,12 @@ def train_hotplug(cfg: dict, cond: str, n: int, seed: int, base_path: Path, tens
     model, base_meta = load_cam(base_path, device)
     if cond in model.in_channels:
         raise ValueError(f"{base_path}: condition {cond!r} was seen in training; hot-plug needs a held-out type")
+    torch.manual_seed(seed)  # E_new's initial weights: seeded before the module is created
     model.add_condition(cond, channels)
-    torch.manual_seed(seed)  # E_new's initial weights
     frozen = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith(f"cond_encoders.{cond}.")}
     params = model.freeze_for_hotplug(cond)
-    meta = {"config": {"cam": cfg["cam"], "data": cfg["data"], "cond": cond, "n": n, "mode": "hotplug"},
-            "seed": seed, "hotplug": {cond: channels}, "base": str(base_path)}
+    meta = {"config": hotplug_run(cfg, cond, n, "hotplug"), "seed": seed, "hotplug": {cond: channels},
+            "base": str(base_path)}
     summary = run_training(model, params, _loss_fn(model, data, [cond], target, pool, loop.batch_size, res, device),
                            loop, out_dir / "hotplug", seed, meta, f"hotplug {cond} n{n}", progress)
     result["seconds"]["hotplug"] = summary["seconds"]
@@ -163,7 +166,7 @@ def train_hotplug(cfg: dict, cond: str, n: int, seed: int, base_path: Path, tens
     # 2. from scratch: the same architecture (the base's config) on the same n samples and steps
     torch.manual_seed(seed)
     scratch = CAM(CAMConfig.from_dict(base_meta["cam_config"]), {cond: channels}).to(device).train()
-    meta = {**meta, "config": {**meta["config"], "mode": "scratch"}, "hotplug": {}}
+    meta = {**meta, "config": hotplug_run(cfg, cond, n, "scratch"), "hotplug": {}}
     summary = run_training(scratch, scratch.parameters(), _loss_fn(scratch, data, [cond], target, pool,
                                                                    loop.batch_size, res, device),
                            loop, out_dir / "scratch", seed, meta, f"scratch {cond} n{n}", progress)

@@ -17,6 +17,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from ..run_config import config_diff
 from .distributed import barrier, is_main
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_weights", "checkpoint_exists"]
@@ -102,10 +103,11 @@ def load_checkpoint(path: Path, expect_config: dict | None = None, device: str |
         raise CheckpointError(f"{st}: weights of step {st_step} but {js.name} of step {meta.get('step')} (a save was "
                               "interrupted between its two files); delete both to restart from scratch")
     if expect_config is not None and meta.get("config") != expect_config:
-        have = meta.get("config") or {}
-        keys = sorted(k for k in set(have) | set(expect_config) if have.get(k) != expect_config.get(k))
-        raise CheckpointError(f"{st}: made with another configuration (differs in {keys}); "
-                              "delete it or use the matching config")
+        keys = config_diff(meta.get("config") or {}, expect_config)
+        shown = ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
+        raise CheckpointError(f"{st}: made with another configuration of this run (differs in {shown}); the "
+                              "workflow retrains it when those settings change; by hand, delete the checkpoint or "
+                              "use the config it was made with")
     return tensors, meta
 
 

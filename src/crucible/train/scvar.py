@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from ..data.tensors import SplitTensors
 from ..models.scvar import SCVAR, SCVARConfig, load_base_into
 from ..provenance import provenance, write_tensors
+from ..run_config import scvar_run
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .loop import LoopConfig, run_training, shard, training_device
 from .tokenizer import load_tokenizer, tokenizer_config
@@ -44,13 +45,13 @@ def _split_tokens(tokens_NL: torch.Tensor, scales) -> list[torch.Tensor]:
 def train_scvar(cfg: dict, variant: str, seed: int, tensors: Path, tokens: Path, tokenizer: Path, out_dir: Path,
                 base: Path | None = None, progress: bool = True) -> dict:
     """Train the base (``variant == "base"``) or a variant started from ``base``."""
+    torch.manual_seed(seed)  # before any module exists: initial weights are a function of the seed alone
     device = training_device()  # joins the torchrun group when launched by torchrun
     vq = load_tokenizer(tokenizer, cfg, device)
     data = SplitTensors(tensors)
     codes_NL = load_file(str(tokens))["tokens"]
     if codes_NL.shape[0] != len(data):
         raise ValueError(f"{tokens}: {codes_NL.shape[0]} token rows for {len(data)} images of {tensors}")
-    torch.manual_seed(seed)
     model = SCVAR(scvar_config(cfg, variant), tokenizer_config(cfg), vq.quantize).to(device)
     if variant != BASE:
         base_tensors, _ = load_checkpoint(base, device=device)
@@ -69,8 +70,7 @@ def train_scvar(cfg: dict, variant: str, seed: int, tensors: Path, tokens: Path,
         loss = model.loss(model(x_BLC, cond), idx_list)
         return loss, {}
 
-    meta = {"config": {"scvar": cfg["scvar"], "tokenizer": cfg["tokenizer"], "variant": variant,
-                       "data": cfg["data"]}, "seed": seed, "variant": variant}
+    meta = {"config": scvar_run(cfg, variant), "seed": seed, "variant": variant}
     summary = run_training(model, model.param_groups(cond_lr_scale), loss_fn, loop, out_dir, seed, meta,
                            f"scvar {variant} s{seed}", progress)
     save_checkpoint(Path(out_dir) / "model", model, {**meta, "scvar_config": vars(model.cfg),

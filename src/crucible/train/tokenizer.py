@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from ..data.tensors import SplitTensors
 from ..models.tokenizer import VQVAE, TokenizerConfig
 from ..provenance import provenance
+from ..run_config import tokenizer_run
 from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from .loop import LoopConfig, run_training, shard, training_device
 
@@ -32,10 +33,10 @@ def _to_pm1(img01: torch.Tensor) -> torch.Tensor:
 
 
 def train_tokenizer(cfg: dict, seed: int, tensors: Path, out_dir: Path, progress: bool = True) -> dict:
+    torch.manual_seed(seed)  # before any module exists: initial weights are a function of the seed alone
     device = training_device()  # joins the torchrun group when launched by torchrun
     data = SplitTensors(tensors)
     tok_cfg = tokenizer_config(cfg)
-    torch.manual_seed(seed)
     model = VQVAE(tok_cfg).to(device).train()
     loop = LoopConfig(**cfg["tokenizer"]["train"])
 
@@ -46,8 +47,7 @@ def train_tokenizer(cfg: dict, seed: int, tensors: Path, out_dir: Path, progress
         return l1 + l2 + vq_loss, {"l1": l1.item(), "l2": l2.item(), "vq": vq_loss.item(),
                                    "usage": float(info["usage_mean"])}
 
-    meta = {"config": {"tokenizer": cfg["tokenizer"], "image_size": cfg["data"]["image_size"], "seed": seed},
-            "seed": seed}
+    meta = {"config": tokenizer_run(cfg, seed), "seed": seed}
     summary = run_training(model, model.parameters(), loss_fn, loop, out_dir, seed, meta, "tokenizer", progress)
     save_checkpoint(Path(out_dir) / "model", model, {**meta, "tokenizer_config": tok_cfg.to_dict(),
                                                      "provenance": provenance(cfg, seed=seed, **summary)})

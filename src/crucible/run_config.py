@@ -1,0 +1,83 @@
+"""What one training or evaluation run depends on: the single definition behind resume keys, checkpoint
+metadata and Snakemake's rerun triggers.
+
+A run of stage ``cam`` or ``scvar`` depends on that stage's shared settings (every key but ``variants``) plus
+its own variant's entry, and on whole other sections it reads (``data``, ``tokenizer``, ...). The other
+variants are not part of it, so adding, editing or removing an ablation never invalidates the checkpoints,
+resume state or outputs of the variants that were already there.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+
+from .config import config_hash
+
+__all__ = ["run_config", "run_key", "config_diff", "cam_run", "hotplug_run", "tokenizer_run", "scvar_run"]
+
+STAGES = ("cam", "scvar")
+
+
+def run_config(cfg: Mapping, stages: Mapping[str, str | None] | None = None, sections: Iterable[str] = (),
+               **extra) -> dict:
+    """``{section: cfg[section] for sections} ∪ {stage: shared settings + {"variants": {variant: entry}}}``
+    plus ``extra`` (JSON values, e.g. the hot-plug condition and n).
+
+    ``stages`` maps a stage to the one variant the run uses (``None`` entry when the variant is not declared,
+    as for the SCVAR ``base``)."""
+    out: dict = {k: copy.deepcopy(cfg[k]) for k in sections}
+    for stage, variant in (stages or {}).items():
+        if stage not in STAGES:
+            raise ValueError(f"run_config: {stage!r} is not a stage with variants; stages: {list(STAGES)}")
+        shared = {k: copy.deepcopy(v) for k, v in cfg[stage].items() if k != "variants"}
+        entry = cfg[stage]["variants"].get(variant)
+        out[stage] = {**shared, "variants": {variant: copy.deepcopy(entry)}}
+    overlap = set(out) & set(extra)
+    if overlap:
+        raise ValueError(f"run_config: extra keys {sorted(overlap)} collide with config sections")
+    return {**out, **extra}
+
+
+def run_key(cfg: Mapping, stages: Mapping[str, str | None] | None = None, sections: Iterable[str] = (),
+            **extra) -> str:
+    """Short content hash of :func:`run_config` (what Snakemake's ``params`` and resume file names carry)."""
+    return config_hash(run_config(cfg, stages, sections, **extra))
+
+
+# The runs of the trainers. Snakemake's ``run_hash`` (workflow/rules/common.smk) hashes the same dicts
+# through :func:`run_key`, so a job reruns exactly when its checkpoint would be refused.
+
+
+def cam_run(cfg: Mapping, variant: str) -> dict:
+    """A CAM (variant, seed): the CAM shared settings, its variant, the data section."""
+    return run_config(cfg, {"cam": variant}, ("data",))
+
+
+def hotplug_run(cfg: Mapping, cond: str, n: int, mode: str) -> dict:
+    """A hot-plug run (``mode`` ``hotplug`` or ``scratch``) of E_new for ``cond`` on n scenes, against ``full``."""
+    return run_config(cfg, {"cam": "full"}, ("data",), hotplug={"cond": cond, "n": n, "mode": mode})
+
+
+def tokenizer_run(cfg: Mapping, seed: int) -> dict:
+    """The tokenizer: its section, the image size and the seed it was trained with."""
+    return run_config(cfg, sections=("tokenizer",), image_size=cfg["data"]["image_size"], seed=seed)
+
+
+def scvar_run(cfg: Mapping, variant: str) -> dict:
+    """An SCVAR variant (or ``base``): SCVAR shared settings, its variant, the tokenizer and data sections."""
+    return run_config(cfg, {"scvar": variant}, ("tokenizer", "data"))
+
+
+def config_diff(have, want, prefix: str = "") -> list[str]:
+    """Dotted paths where two (nested) configs differ, e.g. ``['cam.model.flow_steps']``."""
+    if isinstance(have, Mapping) and isinstance(want, Mapping):
+        out = []
+        for k in sorted(set(have) | set(want), key=str):
+            path = f"{prefix}.{k}" if prefix else str(k)
+            if k not in have or k not in want:
+                out.append(path)
+            else:
+                out.extend(config_diff(have[k], want[k], path))
+        return out
+    return [] if have == want else [prefix or "<top level>"]

@@ -1,0 +1,94 @@
+"""One definition of what a run depends on (crucible.run_config): its stage's shared settings plus its own
+variant. Adding or removing a variant leaves every other variant's checkpoints, resume state and rerun
+triggers valid; a change to what a run does depend on is refused by name."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import small_config  # tests/, on the path via pytest's pythonpath
+
+from crucible.config import config_hash
+from crucible.data.build import render_dataset
+from crucible.data.tensors import pack_split
+from crucible.evaluation.cam_eval import eval_cam
+from crucible.run_config import cam_run, config_diff, hotplug_run, run_config, run_key, scvar_run, tokenizer_run
+from crucible.train import CheckpointError
+from crucible.train.cam import train_cam
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small_cfg():
+    return small_config.small_cfg(cam__train={"steps": 2, "batch_size": 3, "lr": 1e-3, "ckpt_every": 1},
+                                  cam__eval={"scenes": 4, "batch_size": 2})
+
+
+def with_new_variants(cfg: dict) -> dict:
+    out = copy.deepcopy(cfg)
+    out["cam"]["variants"]["no_flow_k2"] = {"flow_steps": 2}
+    out["scvar"]["variants"]["ecfm_k5"] = {"variant": "ecfm", "ecfm_interval": 5}
+    del out["scvar"]["variants"]["lora"]
+    return out
+
+
+def test_other_variants_are_not_part_of_a_run():
+    cfg = small_cfg()
+    more = with_new_variants(cfg)
+    for run in (lambda c: cam_run(c, "full"), lambda c: scvar_run(c, "ecfm_k1"), lambda c: scvar_run(c, "base"),
+                lambda c: hotplug_run(c, "normal", 8, "hotplug"), lambda c: tokenizer_run(c, 0)):
+        assert run(cfg) == run(more)
+    assert cam_run(cfg, "full")["cam"]["variants"] == {"full": cfg["cam"]["variants"]["full"]}
+    assert scvar_run(cfg, "base")["scvar"]["variants"] == {"base": None}  # the base is no declared variant
+
+
+def test_what_a_run_depends_on_changes_its_key():
+    cfg = small_cfg()
+    key = run_key(cfg, {"cam": "no_flow"}, ("data",))
+    own = copy.deepcopy(cfg)
+    own["cam"]["variants"]["no_flow"]["flow_steps"] = 1
+    shared = copy.deepcopy(cfg)
+    shared["cam"]["train"]["lr"] = 5e-4
+    data = copy.deepcopy(cfg)
+    data["data"]["depth_max"] = 11.0
+    for changed in (own, shared, data):
+        assert run_key(changed, {"cam": "no_flow"}, ("data",)) != key
+    other = copy.deepcopy(cfg)
+    other["cam"]["variants"]["full"]["lambda_z"] = 0.5  # another variant's entry: no effect on no_flow
+    assert run_key(other, {"cam": "no_flow"}, ("data",)) == key
+
+
+def test_snakemake_rerun_trigger_is_the_checkpoint_key():
+    """common.smk's run_hash("data", cam=variant) hashes exactly what the CAM checkpoint stores as its config."""
+    cfg = small_cfg()
+    for variant in cfg["cam"]["variants"]:
+        assert run_key(cfg, {"cam": variant}, ("data",)) == config_hash(cam_run(cfg, variant))
+    for variant in ("base", *cfg["scvar"]["variants"]):
+        assert run_key(cfg, {"scvar": variant}, ("tokenizer", "data")) == config_hash(scvar_run(cfg, variant))
+    with pytest.raises(ValueError, match="'judges' is not a stage with variants"):
+        run_config(cfg, {"judges": "x"})
+
+
+def test_config_diff_names_dotted_keys():
+    assert config_diff({"a": {"b": 1, "c": [1]}, "d": 2}, {"a": {"b": 2, "c": [1]}, "e": 3}) == ["a.b", "d", "e"]
+    assert config_diff({"a": 1}, {"a": 1}) == []
+
+
+@pytest.mark.slow
+def test_adding_a_variant_keeps_trained_checkpoints_and_resume_state(tmp_path, capsys):
+    cfg = small_cfg()
+    render_dataset(cfg, tmp_path / "data", threads=1, progress=False)
+    for split in ("train", "test"):
+        pack_split(tmp_path / "data", split, tmp_path / "t" / f"{split}.safetensors", progress=False)
+    train, test, out = tmp_path / "t" / "train.safetensors", tmp_path / "t" / "test.safetensors", tmp_path / "full"
+    train_cam(cfg, "full", 0, train, out, progress=False)
+    more = with_new_variants(cfg)
+    rows = eval_cam(more, out / "model", test, train, "full", 0)  # the old `full` still evaluates
+    assert {r["variant"] for r in rows if r["stage"] == "cam"} == {"full"}
+    capsys.readouterr()
+    train_cam(more, "full", 0, train, out, progress=False)  # its resume state is found, not restarted
+    assert f"resuming from {out}/last-" in capsys.readouterr().err
+    changed = copy.deepcopy(more)
+    changed["cam"]["model"]["flow_steps"] += 1  # a shared setting `full` does depend on
+    with pytest.raises(CheckpointError, match=r"differs in cam\.model\.flow_steps\)"):
+        eval_cam(changed, out / "model", test, train, "full", 0)
