@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from crucible.models.tokenizer import VQVAE, MultiScaleQuantizer, Phi, PhiPartiallyShared, TokenizerConfig
+from crucible.models.tokenizer.quant import phi_index_of_scale
 
 
 def tiny_cfg(**kw) -> TokenizerConfig:
@@ -57,10 +58,32 @@ def test_default_size_is_tiny_profile():
     assert 0.5e6 < n < 1.2e6  # the tiny profile's budget for a 64x64 tokenizer
 
 
+def _var_phi_rule(k: int, s: int) -> list[int]:
+    """VAR's PhiPartiallyShared written out in plain Python floats (IEEE float64, numpy.linspace's formula:
+    start + i * (stop - start) / (K - 1), the last point set to stop; the first index wins a tie)."""
+    lo = 1 / 3 / k if k == 4 else 1 / 2 / k
+    hi = 1 - lo
+    ticks = [lo + i * ((hi - lo) / (k - 1)) for i in range(k)] if k > 1 else [lo]
+    ticks[-1] = hi
+    out = []
+    for si in range(s):
+        d = [abs(t - si / max(s - 1, 1)) for t in ticks]
+        out.append(d.index(min(d)))
+    return out
+
+
 def test_phi_choice_and_identity():
-    # VAR's rule: ticks at 1/(3K)..1-1/(3K); scale si sits at si/(S-1) and takes the nearest tick
-    assert PhiPartiallyShared(4, 0.5, num_phi=4, num_scales=6).index_of_scale == [0, 0, 1, 2, 3, 3]
+    # VAR's rule: ticks at 1/(3K)..1-1/(3K) for K = 4, 1/(2K)..1-1/(2K) otherwise; scale si sits at si/(S-1)
+    assert PhiPartiallyShared(4, 0.5, num_phi=4, num_scales=6).index_of_scale == [0, 0, 1, 2, 3, 3]  # tiny
     assert PhiPartiallyShared(4, 0.5, num_phi=1, num_scales=3).index_of_scale == [0, 0, 0]
+    # the paper profile's 10 scales: si = 2 and 7 are exact ties in rationals (5/36 either side); float64 puts
+    # 2/9 nearer tick 1 and 7/9 nearer tick 3, as VAR does (float32 arithmetic gave 0 and 2)
+    assert phi_index_of_scale(4, 10) == [0, 0, 1, 1, 1, 2, 2, 3, 3, 3]
+    assert phi_index_of_scale(3, 6) == [0, 0, 1, 1, 2, 2]  # ticks 1/6, 1/2, 5/6
+    assert phi_index_of_scale(2, 5) == [0, 0, 0, 1, 1]  # ticks 1/4, 3/4; exact ties at 1/4 and 1/2 take the lower
+    for k in range(1, 7):
+        for s in range(1, 17):
+            assert phi_index_of_scale(k, s) == _var_phi_rule(k, s), (k, s)
     x = torch.randn(2, 4, 5, 5)
     assert torch.equal(Phi(4, 0.0)(x), x)
     phi = Phi(4, 0.5)

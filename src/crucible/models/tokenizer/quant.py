@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-__all__ = ["MultiScaleQuantizer", "Phi", "PhiPartiallyShared", "QuantizerOutput"]
+__all__ = ["MultiScaleQuantizer", "Phi", "PhiPartiallyShared", "QuantizerOutput", "phi_index_of_scale"]
 
 
 class Phi(nn.Module):
@@ -26,16 +27,24 @@ class Phi(nn.Module):
         return h_BChw * (1 - self.ratio) + self.conv(h_BChw) * self.ratio
 
 
+def phi_index_of_scale(num_phi: int, num_scales: int) -> list[int]:
+    """Which of K shared phi convs each of S scales uses: VAR's rule, in float64 as VAR computes it.
+
+    Ticks are K evenly spaced points from 1/(3K) to 1 - 1/(3K) when K = 4 and from 1/(2K) to 1 - 1/(2K)
+    otherwise; scale si takes the phi whose tick is nearest to si / (S - 1), the lower index on a tie. The
+    float64 arithmetic decides exact ties (S = 10, K = 4: si = 2 and 7 sit halfway between two ticks)."""
+    k = num_phi
+    ticks = np.linspace(1 / 3 / k, 1 - 1 / 3 / k, k) if k == 4 else np.linspace(1 / 2 / k, 1 - 1 / 2 / k, k)
+    return [int(np.argmin(np.abs(ticks - si / max(num_scales - 1, 1)))) for si in range(num_scales)]
+
+
 class PhiPartiallyShared(nn.Module):
     """K phi convs shared over S scales: scale si uses the phi whose tick is nearest to si / (S - 1)."""
 
     def __init__(self, channels: int, ratio: float, num_phi: int, num_scales: int):
         super().__init__()
         self.phis = nn.ModuleList([Phi(channels, ratio) for _ in range(num_phi)])
-        # ticks at 1/(3K) .. 1 - 1/(3K) as in VAR, so the first and last scales get their own phi when K >= 2
-        ticks = torch.linspace(1 / 3 / num_phi, 1 - 1 / 3 / num_phi, num_phi)
-        pos = torch.arange(num_scales, dtype=torch.float32) / max(num_scales - 1, 1)
-        self.index_of_scale: list[int] = (pos[:, None] - ticks[None, :]).abs().argmin(dim=1).tolist()
+        self.index_of_scale: list[int] = phi_index_of_scale(num_phi, num_scales)
 
     def forward(self, si: int, h_BChw: torch.Tensor) -> torch.Tensor:
         return self.phis[self.index_of_scale[si]](h_BChw)
