@@ -31,7 +31,8 @@ def caption(t: Table) -> str:
         parts.append(t.best_rule)
     refs = sorted({c.reference for c in t.cells.values() if c.reference})
     if refs:
-        parts.append(f"* p < {ALPHA:g}: paired t-test over the same seeds against {', '.join(refs)}.")
+        parts.append(f"* p < {ALPHA:g}: paired t-test over the same seeds against {', '.join(refs)}, "
+                     "Holm-adjusted over the variants tested against it for that metric and condition.")
     if t.note:
         parts.append(t.note)
     return " ".join(parts)

@@ -169,7 +169,9 @@ def fill(table: Table, results: Results) -> Table:
             cell.ci_lo, cell.ci_hi, cell.backbone = float(row["ci_lo"]), float(row["ci_hi"]), row["backbone"]
             test = None if rc in table.untested else results.test(key, cell.backbone)
             if test is not None:
-                cell.p_value, cell.reference, cell.test = float(test["p_value"]), test["reference"], test["test"]
+                # the Holm-adjusted p over the variants tested against the same reference (older files: raw p)
+                p = test.get("p_holm", test["p_value"])
+                cell.p_value, cell.reference, cell.test = float(p), test["reference"], test["test"]
         table.cells[rc] = cell
     groups = table.compete
     if groups is None:
