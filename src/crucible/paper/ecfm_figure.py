@@ -1,5 +1,5 @@
 """Figure: the ECFM skip-interval trade-off (seed §3.6) — conditioning compute, controllability and FID for
-every k, with the other conditioning schemes as reference lines; mean and bootstrap 95% CI over seeds."""
+every k, with the other conditioning schemes as reference lines; mean and Student-t 95% CI over seeds."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def ecfm_figure(res: Results, cfg: dict, out: Path) -> list[Path]:
         if not ks:
             axes[0].text(0.5, 0.5, "no ECFM variant\nin the config", ha="center", transform=axes[0].transAxes)
         n = res.stage("scvar")["n"].max()
-        fig.suptitle(f"ECFM skip interval k: compute vs control vs fidelity (mean and bootstrap 95% CI over "
+        fig.suptitle(f"ECFM skip interval k: compute vs control vs fidelity (mean and Student-t 95% CI over "
                      f"n = {0 if n != n else int(n)} seeds)", fontsize=10)
         fig.tight_layout()
         return save(fig, out)

@@ -81,7 +81,7 @@ def hotplug_figure(res: Results, cfg: dict, out: Path) -> list[Path]:
         handles, labels = axes[0, 0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="lower center", ncol=4, frameon=False, bbox_to_anchor=(0.5, -0.01))
         n = int(df["n"].max()) if not df.empty else 0
-        fig.suptitle(f"Hot-plugging a new condition type (mean and bootstrap 95% CI over n = {n} seeds)",
+        fig.suptitle(f"Hot-plugging a new condition type (mean and Student-t 95% CI over n = {n} seeds)",
                      fontsize=10)
         fig.tight_layout(rect=(0, 0.05, 1, 1))
         return save(fig, out)
