@@ -9,6 +9,7 @@ min_version("9.0")
 configfile: "config/tiny.yaml"
 
 
+include: "workflow/rules/recovery.smk"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/cam.smk"
