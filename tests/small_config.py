@@ -15,6 +15,10 @@ def small_cfg(scenes: tuple[int, int, int] = (6, 2, 4), **replace: dict) -> dict
     cfg["data"]["scenes"] = dict(zip(("train", "val", "test"), scenes, strict=True))
     cfg["data"]["spp"] = 2
     cfg["cam"]["resolution"] = 16
+    # settings that depend on the image size and split sizes, kept consistent (crucible.config_rules)
+    cfg["tokenizer"]["model"]["scales"] = [1, 2, 4]  # the smoke tokenizer's latent side at 16x16
+    cfg["cam"]["hotplug"]["n"] = sorted({min(2, scenes[0]), scenes[0]})
+    cfg["evaluation"]["pr_k"] = 1
     for path, value in replace.items():
         *parents, key = path.split("__")
         node = cfg

@@ -6,8 +6,12 @@ test_fidelity); here each goes through the entry point a user or a Snakemake rul
 trainers, the loop, the packer), with an existing finished output in place that must survive.
 """
 
+import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +28,7 @@ from crucible.data import DataError
 from crucible.data.build import render_dataset
 from crucible.data.importer import ImportError_, import_dataset
 from crucible.data.tensors import SplitTensors, pack_split
+from crucible.errors import InputError
 from crucible.evaluation.fidelity import inception_metrics
 from crucible.evaluation.judges.train import load_judge
 from crucible.models.cam import CAM, CAMConfig
@@ -122,8 +127,9 @@ def test_truncated_checkpoints_are_named_and_left_alone(tmp_path):
     packed = tmp_path / "train.safetensors"
     write_tensors({"image": torch.zeros(2, 4, 4, 3, dtype=torch.uint8)}, packed)
     packed.write_bytes(packed.read_bytes()[:-10])
-    with pytest.raises(ValueError, match=re.escape(f"{packed}: truncated or corrupt split tensors")):
+    with pytest.raises(InputError, match=re.escape(f"{packed}: truncated or corrupt safetensors file")) as e:
         SplitTensors(packed)
+    assert "rerun `crucible data tensors`" in str(e.value)  # and what to do
 
 
 # 4. a checkpoint from another config --------------------------------------------------------------------
@@ -146,21 +152,30 @@ def test_checkpoint_of_another_config_or_variant_is_refused(data, tmp_path):
 
 
 # 5. NaN in a condition map ----------------------------------------------------------------------------
-def test_nan_in_a_condition_map_is_named(data, tmp_path):
+def test_nan_in_a_condition_map_is_named(data, tmp_path, capsys):
     x = torch.rand(2, 1, 16, 16)
     x[1, 0, 3, 3] = float("nan")
     with pytest.raises(ValueError, match="condition 'canny' holds NaN or infinite values"):
         _cam()(x, "canny")
-    # in packed split tensors (the input of the CAM and SCVAR trainers and of sampling): file and scene named
+    # in packed split tensors (the input of the CAM and SCVAR trainers and of sampling): the whole pack is
+    # checked when it is loaded, whichever scenes training would draw; file, field, count and first scene named
     raw, header = packed_split(data)
     raw["depth"][2, 5, 5] = float("inf")
-    bad = tmp_path / "train.safetensors"
+    raw["depth"][1, 0, 0] = float("nan")
+    (tmp_path / "t").mkdir()
+    bad = tmp_path / "t" / "train.safetensors"
     save_file(raw, str(bad), metadata=header)
-    split = SplitTensors(bad)
-    split.field("depth", torch.tensor([0, 1]))  # the clean scenes still load
-    with pytest.raises(ValueError, match=re.escape(f"{bad}: condition 'depth' holds NaN or infinite values "
-                                                   "(scenes ['train_000002'])")):
-        split.field("depth", torch.tensor([0, 2]))
+    with pytest.raises(InputError, match=re.escape(f"{bad}: field 'depth' holds NaN or infinite values in 2 scene(s), "
+                                                   "the first scene 'train_000001' (index 1)")):
+        SplitTensors(bad)
+    # through the CLI: one line, exit status 2, before any training step
+    config = tmp_path / "config.yaml"
+    cfglib.dump(small_cfg(), config)
+    rc = main(["cam", "train", "--config", str(config), "--config-dir", str(ROOT / "config"), "--variant", "full",
+               "--seed", "0", "--tensors", str(tmp_path / "t"), "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"{bad}: field 'depth' holds NaN" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
 
 
 # 6. a missing condition type --------------------------------------------------------------------------
@@ -232,3 +247,112 @@ def test_no_pickle_is_loaded_anywhere_in_the_package():
         for m in re.finditer(r"^\s*(?:import|from)\s+(pickle|cPickle|dill|joblib|cloudpickle)\b", text, re.M):
             problems.append(f"{py.relative_to(ROOT)}: imports {m.group(1)}")
     assert not problems, problems
+
+
+# 9. corrupt or empty inputs of the CLI verbs: one line naming the file and what to do, exit status 2 ------------
+def _garbage(path: Path, original: bytes | None = None) -> Path:
+    """``path`` as a truncated copy of ``original`` (half of it), or a few garbage bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(original[: len(original) // 2] if original else b"\x13\x37 not a safetensors file")
+    return path
+
+
+def _cli_error(capsys, argv: list[str]) -> str:
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and err.startswith("crucible: error: "), err
+    assert len(err.strip().splitlines()) == 1, err  # one line
+    return err
+
+
+@pytest.fixture
+def eval_inputs(data, tmp_path) -> dict[str, Path]:
+    """What `crucible evaluate samples` reads: the config, a test split, valid samples, a judges folder."""
+    config = tmp_path / "config.yaml"
+    cfglib.dump(small_cfg(), config)
+    (tmp_path / "t").mkdir()
+    shutil.copy(data / "t" / "train.safetensors", tmp_path / "t" / "test.safetensors")  # 2 scenes of 16x16
+    samples = tmp_path / "samples.safetensors"
+    write_tensors({"gt_depth": torch.zeros(2, 3, 16, 16, dtype=torch.uint8)}, samples)
+    return {"config": config, "tensors": tmp_path / "t", "samples": samples, "judges": tmp_path / "judges"}
+
+
+def _evaluate(inputs: dict[str, Path], out: Path) -> list[str]:
+    return ["evaluate", "samples", "--config", str(inputs["config"]), "--config-dir", str(ROOT / "config"),
+            "--samples", str(inputs["samples"]), "--judges", str(inputs["judges"]), "--tensors",
+            str(inputs["tensors"]), "--variant", "ecfm_k1", "--seed", "0", "--out", str(out)]
+
+
+def test_corrupt_samples_are_named(eval_inputs, tmp_path, capsys):
+    for original in (None, eval_inputs["samples"].read_bytes()):
+        _garbage(eval_inputs["samples"], original)
+        err = _cli_error(capsys, _evaluate(eval_inputs, tmp_path / "eval.json"))
+        assert f"{eval_inputs['samples']}: truncated or corrupt safetensors file" in err
+        assert "rerun `crucible scvar sample`" in err
+    assert not (tmp_path / "eval.json").exists()
+
+
+def test_corrupt_judge_checkpoint_is_named(eval_inputs, tmp_path, capsys):
+    encoder = _garbage(eval_inputs["judges"] / "encoder.safetensors")
+    err = _cli_error(capsys, _evaluate(eval_inputs, tmp_path / "eval.json"))
+    assert f"{encoder}: truncated or corrupt safetensors file" in err and "rerun `crucible judges fit`" in err
+
+
+def test_corrupt_tokens_are_named(data, tmp_path, capsys):
+    from crucible.train.tokenizer import train_tokenizer
+
+    cfg = small_cfg()
+    config = tmp_path / "config.yaml"
+    cfglib.dump(cfg, config)
+    quick = {**cfg, "tokenizer": {**cfg["tokenizer"], "train": {"steps": 1, "batch_size": 2, "lr": 1e-3}}}
+    train_tokenizer(quick, 0, data / "t" / "train.safetensors", tmp_path / "tok", progress=False)
+    tokens = tmp_path / "tokens_train.safetensors"
+    write_tensors({"tokens": torch.zeros(3, 21, dtype=torch.int64)}, tokens)
+    argv = ["scvar", "train", "--config", str(config), "--config-dir", str(ROOT / "config"), "--variant", "base",
+            "--seed", "0", "--tensors", str(data / "t"), "--tokens", str(tokens), "--tokenizer",
+            str(tmp_path / "tok" / "model"), "--out", str(tmp_path / "base"), "--quiet"]
+    for original in (tokens.read_bytes(), None):
+        _garbage(tokens, original)
+        err = _cli_error(capsys, argv)
+        assert f"{tokens}: truncated or corrupt safetensors file" in err
+        assert "rerun `crucible tokenizer tokenize`" in err
+    assert not (tmp_path / "base" / "model.safetensors").exists()
+
+
+def test_empty_summary_is_named_by_compare(tmp_path, capsys):
+    baseline, results = tmp_path / "baseline", tmp_path / "results"
+    for folder in (baseline, results):
+        folder.mkdir()
+        (folder / "summary.csv").write_text("")
+    err = _cli_error(capsys, ["compare", str(results), "--baseline", str(baseline), "--tolerances",
+                              str(ROOT / "evaluation" / "tolerances.yaml"), "--out-dir", str(tmp_path / "cmp")])
+    assert f"{baseline / 'summary.csv'}: empty or unreadable summary table" in err and "crucible aggregate" in err
+
+
+def test_truncated_result_file_is_named_by_aggregate(tmp_path):
+    good, cut = tmp_path / "a" / "eval.json", tmp_path / "b" / "eval.json"
+    doc = {"provenance": {}, "rows": [{"stage": "cam", "variant": "full", "seed": 0, "condition": "canny",
+                                       "metric": "depth_l1", "value": 0.5}]}
+    for path in (good, cut):
+        path.parent.mkdir()
+        path.write_text(json.dumps(doc))
+    cut.write_text(cut.read_text()[:-20])
+    # a real process: what a Snakemake rule's log shows
+    r = subprocess.run([sys.executable, "-m", "crucible.cli", "aggregate", str(good), str(cut), "--out-dir",
+                        str(tmp_path / "agg")], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"{cut}: truncated or malformed JSON" in r.stderr and "rerun the rule that wrote it" in r.stderr
+    assert not (tmp_path / "agg" / "summary.csv").exists()
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path):
+    """Only bad input becomes a one-line error: an exception from a bug propagates out of main."""
+    import crucible.cli as cli
+
+    def broken(args):
+        raise KeyError("a bug, not an input problem")
+
+    monkeypatch.setattr(cli, "_cmd_aggregate", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        main(["aggregate", str(tmp_path / "eval.json"), "--out-dir", str(tmp_path)])

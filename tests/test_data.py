@@ -21,6 +21,8 @@ def small_config(seed=0):
     cfg["seed"] = seed
     cfg["data"]["image_size"] = 16
     cfg["data"]["scenes"] = {"train": 3, "val": 2, "test": 2}
+    cfg["tokenizer"]["model"]["scales"] = [1, 2, 4]  # consistent with 16x16 images and 3 train scenes
+    cfg["cam"]["hotplug"]["n"], cfg["evaluation"]["pr_k"] = [3], 1
     cfg["data"]["spp"] = 4
     return cfglib.validate(cfg)
 

@@ -23,6 +23,9 @@ def small_cfg():
                           "scales": [1, 2, 4, 8]},
         tokenizer__train={"steps": 2, "batch_size": 4, "lr": 1e-3},
         scvar__model={"depth": 2, "width": 16, "heads": 2},
+        # the variants used here (ecfm_k3 and ecfm_k4 would place no ECFM block at depth 2: refused by the config)
+        scvar__variants={"uncond": {"variant": "uncond"}, "ecfm_k2": {"variant": "ecfm", "ecfm_interval": 2},
+                         "lora": {"variant": "lora"}},
         scvar__base_train={"steps": 2, "batch_size": 4, "lr": 1e-3},
         scvar__train={"steps": 2, "batch_size": 4, "lr": 1e-3},
         scvar__sample={"scenes": 3, "batch_size": 2, "cfg_scale": 1.0, "top_k": 0, "top_p": 0.9})

@@ -27,7 +27,9 @@ BIN = Path(sys.executable).parent
 
 # a dataset small enough for the test: rendering it takes seconds
 PROFILE = {"profile": "slurmtest", "data": {"image_size": 16, "scenes": {"train": 6, "val": 2, "test": 2}, "spp": 2,
-                                            "supersample": 1}}
+                                            "supersample": 1},
+           # consistent with 16x16 images and 6 train / 2 test scenes (crucible.config_rules)
+           "tokenizer": {"model": {"scales": [1, 2]}}, "cam": {"hotplug": {"n": [6]}}, "evaluation": {"pr_k": 1}}
 
 
 def _run(cmd, timeout=600, **kw):

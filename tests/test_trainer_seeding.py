@@ -31,6 +31,7 @@ def small_cfg():
                           "scales": [1, 2, 4, 8]},
         tokenizer__train={"steps": 2, "batch_size": 4, "lr": 1e-3},
         scvar__model={"depth": 2, "width": 16, "heads": 2},
+        scvar__variants={"ecfm_k2": {"variant": "ecfm", "ecfm_interval": 2}, "lora": {"variant": "lora"}},
         scvar__base_train={"steps": 2, "batch_size": 4, "lr": 1e-3},
         scvar__train={"steps": 2, "batch_size": 4, "lr": 1e-3},
         judges__train={"steps": 2, "batch_size": 4, "lr": 1e-3})

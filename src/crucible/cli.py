@@ -7,19 +7,42 @@ merged over ``config/tiny.yaml``) and validates it against the schema before doi
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from . import config as cfglib
+from .errors import InputError, input_errors
 
 __all__ = ["main"]
+
+
+def _world() -> int:
+    """Processes of a torchrun launch (1 otherwise): every batch size must split evenly over them."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        raise InputError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number of processes") from None
 
 
 def _load_config(args) -> dict:
     path, base = Path(args.config), Path(args.config_dir)
     if (base / "tiny.yaml").is_file():  # a profile file (or a resolved one: merging it is then a no-op)
-        return cfglib.resolve(base, given={}, profile_file=path)
-    return cfglib.load(path)  # outside the repository: the file must be complete
+        return cfglib.resolve(base, files=[path], world=_world())
+    return cfglib.load(path, world=_world())  # outside the repository: the file must be complete
+
+
+def _known(value: str, known, flag: str, where: str) -> None:
+    if value not in known:
+        raise InputError(f"{flag} {value!r} is not in {where} of the config; known: {sorted(known)}")
+
+
+def _pairs(items: list[str], flag: str) -> dict[str, Path]:
+    """``["a=path", ...]`` -> {"a": Path("path")}; a malformed item is named."""
+    bad = [item for item in items if "=" not in item or item.startswith("=")]
+    if bad:
+        raise InputError(f"{flag}: expected NAME=PATH pairs, got {bad}")
+    return {k: Path(v) for k, v in (item.split("=", 1) for item in items)}
 
 
 def _cmd_data_render(args) -> None:
@@ -35,7 +58,7 @@ def _cmd_data_import(args) -> None:
     from .data.importer import import_dataset
 
     cfg = _load_config(args)
-    m = import_dataset(Path(args.root), Path(args.out), cfg["data"], depth_scale=args.depth_scale)
+    m = import_dataset(Path(args.root), Path(args.out), cfg["data"], depth_scale=args.depth_scale, force=args.force)
     print(f"imported {sum(len(v) for v in m['splits'].values())} scenes with conditions {m['conditions']} "
           f"into {args.out}")
 
@@ -65,10 +88,21 @@ def _cmd_data_pointer(args) -> None:
         print(dvc_dir_hash(Path(args.root))["md5"])
 
 
+def _cmd_data_compare(args) -> None:
+    from .data.compare import compare_datasets, format_table, load_tolerances
+
+    cmp = compare_datasets(Path(args.a), Path(args.b), load_tolerances(Path(args.tolerances)), subset=args.subset)
+    print(format_table(cmp))
+    if not cmp.ok:
+        raise SystemExit(f"{args.b} does not reproduce {args.a}:\n  " + "\n  ".join(cmp.failures()))
+    print(f"{args.b} reproduces {args.a} within {args.tolerances}")
+
+
 def _cmd_data_tensors(args) -> None:
+    from .data.dataset import Manifest
     from .data.tensors import pack_split
 
-    for split in args.splits:
+    for split in args.splits or list(Manifest(Path(args.data)).data["splits"]):  # default: every split there is
         pack_split(Path(args.data), split, Path(args.out_dir) / f"{split}.safetensors", progress=not args.quiet)
 
 
@@ -84,6 +118,7 @@ def _cmd_cam_train(args) -> None:
     from .train.cam import train_cam
 
     cfg = _load_config(args)
+    _known(args.variant, cfg["cam"]["variants"], "--variant", "cam.variants")
     train_cam(cfg, args.variant, args.seed, Path(args.tensors) / "train.safetensors", Path(args.out),
               progress=not args.quiet)
 
@@ -93,6 +128,7 @@ def _cmd_cam_eval(args) -> None:
     from .provenance import write_json
 
     cfg = _load_config(args)
+    _known(args.variant, cfg["cam"]["variants"], "--variant", "cam.variants")
     t = Path(args.tensors)
     rows = eval_cam(cfg, Path(args.model), t / "test.safetensors", t / "train.safetensors", args.variant, args.seed)
     write_json(_results(cfg, rows, args.seed, t / "test.safetensors", variant=args.variant), Path(args.out))
@@ -104,6 +140,7 @@ def _cmd_cam_hotplug(args) -> None:
     from .train.cam import train_hotplug
 
     cfg = _load_config(args)
+    _known(args.condition, cfg["data"]["held_out"], "--condition", "data.held_out")
     t = Path(args.tensors)
     run_dir = Path(args.out).with_suffix("")
     result = train_hotplug(cfg, args.condition, args.n_train, args.seed, Path(args.base), t / "train.safetensors",
@@ -139,6 +176,7 @@ def _cmd_scvar_train(args) -> None:
     from .train.scvar import train_scvar
 
     cfg = _load_config(args)
+    _known(args.variant, ["base", *cfg["scvar"]["variants"]], "--variant", "scvar.variants (or 'base')")
     t = Path(args.tensors)
     train_scvar(cfg, args.variant, args.seed, t / "train.safetensors", Path(args.tokens), Path(args.tokenizer),
                 Path(args.out), base=Path(args.base) if args.base else None, progress=not args.quiet)
@@ -148,9 +186,8 @@ def _cmd_scvar_sample(args) -> None:
     from .train.scvar import sample_scvar
 
     cfg = _load_config(args)
-    cams = dict(pair.split("=", 1) for pair in args.cam)
     sample_scvar(cfg, Path(args.model), Path(args.tokenizer), Path(args.tensors) / "test.safetensors", args.seed,
-                 Path(args.out), {k: Path(v) for k, v in cams.items()})
+                 Path(args.out), _pairs(args.cam, "--cam"))
 
 
 def _cmd_judges_fit(args) -> None:
@@ -179,11 +216,9 @@ def _cmd_bench(args) -> None:
     from .provenance import write_json
 
     cfg = _load_config(args)
-    pairs = {kind: dict(p.split("=", 1) for p in getattr(args, kind)) for kind in ("scvar", "cam")}
     test = Path(args.tensors) / "test.safetensors"
-    rows = run_bench(cfg, {k: Path(v) for k, v in pairs["scvar"].items()},
-                     {k: Path(v) for k, v in pairs["cam"].items()}, Path(args.tokenizer), test, args.seed,
-                     progress=not args.quiet)
+    rows = run_bench(cfg, _pairs(args.scvar, "--scvar"), _pairs(args.cam, "--cam"), Path(args.tokenizer), test,
+                     args.seed, progress=not args.quiet)
     doc = _results(cfg, list(rows), args.seed, test, bench=cfg["evaluation"]["bench"])
     write_json({**doc, "timings": rows.timings}, Path(args.out))
 
@@ -203,8 +238,18 @@ def _cmd_figure_dataset(args) -> None:
 
 
 def _cmd_config_check(args) -> None:
-    cfg = _load_config(args)
-    print(f"{args.config}: valid (profile {cfg['profile']}, hash {cfglib.config_hash(cfg)})")
+    files = [Path(p) for p in args.config or ["config/tiny.yaml"]]
+    given = cfglib.parse_set(args.set)
+    if (Path(args.config_dir) / "tiny.yaml").is_file():
+        cfg = cfglib.resolve(Path(args.config_dir), given=given, files=files, given_source="--set values",
+                             world=args.world_size)
+    elif len(files) == 1 and not given:
+        cfg = cfglib.load(files[0], world=args.world_size)
+    else:
+        raise InputError(f"{args.config_dir}/tiny.yaml not found: several files or --set need the base config "
+                         "(give --config-dir)")
+    shown = " + ".join(map(str, files)) + (" + --set values" if given else "")
+    print(f"{shown}: valid (profile {cfg['profile']}, hash {cfglib.config_hash(cfg)})")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -227,6 +272,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("root")
     sp.add_argument("--out", required=True)
     sp.add_argument("--depth-scale", type=float, default=0.001, help="metres per depth-PNG unit (default: mm)")
+    sp.add_argument("--force", action="store_true", help="replace --out when it is a previous import/render")
     sp = data.add_parser("verify", help="check every file against the manifest and decode it")
     sp.add_argument("root")
     sp.set_defaults(func=_cmd_data_verify)
@@ -236,10 +282,17 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--out")
     sp.set_defaults(func=_cmd_data_pointer)
 
+    sp = data.add_parser("compare", help="two renders kind by kind within tolerances (exit 1 past them)")
+    sp.add_argument("a", help="reference dataset folder")
+    sp.add_argument("b", help="dataset folder compared with it")
+    sp.add_argument("--tolerances", default="evaluation/datasets/tolerances.yaml")
+    sp.add_argument("--subset", action="store_true", help="A holds B's first scenes (a stored reference)")
+    sp.set_defaults(func=_cmd_data_compare)
+
     sp = data.add_parser("tensors", help="pack splits into safetensors files for fast training")
     sp.add_argument("--data", required=True)
     sp.add_argument("--out-dir", required=True)
-    sp.add_argument("--splits", nargs="+", default=["train", "val", "test"])
+    sp.add_argument("--splits", nargs="+", help="default: every split of the dataset (val is optional)")
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=_cmd_data_tensors)
 
@@ -317,7 +370,14 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True)
 
     conf = sub.add_parser("config", help="configuration").add_subparsers(dest="verb", required=True)
-    verb(conf, "check", _cmd_config_check, "validate a config against the schema")
+    sp = conf.add_parser("check", help="validate config files (merged in order) against the schema and rules")
+    sp.add_argument("--config", nargs="+", action="extend", metavar="FILE", help="profile/config files merged in "
+                    "order over tiny.yaml, like snakemake --configfile (repeatable; default: config/tiny.yaml)")
+    sp.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                    help="dotted key and YAML value applied last, like snakemake --config (e.g. cam.train.steps=5)")
+    sp.add_argument("--config-dir", default="config", help="folder with tiny.yaml")
+    sp.add_argument("--world-size", type=int, default=1, help="torchrun processes: batch sizes must split evenly")
+    sp.set_defaults(func=_cmd_config_check)
     from .paper.commands import add_paper_verbs
     add_paper_verbs(sub, verb)
     from .evaluation.compare_cli import add_compare_verbs
@@ -333,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)  # a Snakemake job uses exactly its rule's threads
     try:
         args.func(args)
-    except (cfglib.ConfigError, ValueError, KeyError, FileNotFoundError, FloatingPointError) as e:
+    except input_errors() as e:  # bad input: one line; anything else is a bug and keeps its traceback
         print(f"crucible: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -1,28 +1,37 @@
-"""Experiment profiles: loading, merging and validation against the one JSON schema (DESIGN.md §4).
+"""Experiment profiles: loading, merging and validation against the one JSON schema (README "Profiles").
 
 ``config/tiny.yaml`` is the complete default; a profile file (``smoke.yaml``, ``paper.yaml``, or a
-user's own) overrides parts of it. Snakemake (``workflow/rules/common.smk``) and the ``crucible`` CLI
-resolve and validate with the same functions and the same schema
-(``workflow/schemas/config.schema.yaml``), so an unknown key, a wrong type or an out-of-range value
-stops both before any work starts, with a message naming the key, the value and what is allowed.
+user's own) overrides parts of it, then each further config file and the command-line values, in order.
+Snakemake (``workflow/rules/common.smk``) and the ``crucible`` CLI resolve and validate with the same functions,
+the same schema (``workflow/schemas/config.schema.yaml``) and the same cross-key rules
+(:mod:`crucible.config_rules`), so an unknown key, a wrong type, an out-of-range value or keys that contradict
+each other stop both before any work starts. Every message names the key, the value, what is allowed and the
+source (file or command-line values) that last set the key.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
+import os
+import re
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
 import jsonschema
 import yaml
 
-__all__ = ["ConfigError", "schema", "validate", "deep_merge", "resolve", "load", "config_hash", "dump"]
+from .errors import InputError
+
+__all__ = ["ConfigError", "Sources", "schema", "validate", "deep_merge", "resolve", "load", "config_hash", "dump",
+           "parse_set"]
 
 
-class ConfigError(ValueError):
-    """The configuration does not follow the schema."""
+class ConfigError(InputError):
+    """The configuration does not follow the schema or a cross-key rule."""
 
 
 def schema() -> dict:
@@ -30,56 +39,91 @@ def schema() -> dict:
     return yaml.safe_load(text)
 
 
+@functools.cache
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(schema())
+
+
+class Sources:
+    """The ordered layers ``(name, mapping)`` a config was merged from (later ones win): names the one that set
+    a key."""
+
+    def __init__(self, layers: Sequence[tuple[str, dict]]):
+        self.layers = list(layers)
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.layers]
+
+    def of(self, key: str | Sequence) -> str | None:
+        """The last layer that set ``key`` (a dotted path or a sequence of parts), or None (a default)."""
+        parts = key.split(".") if isinstance(key, str) else [str(p) for p in key]
+        for name, doc in reversed(self.layers):
+            node, found = doc, True
+            for part in parts:
+                if not isinstance(node, dict):
+                    break  # a list (or scalar) set as a whole by this layer
+                if part not in node:
+                    found = False
+                    break
+                node = node[part]
+            if found:
+                return name
+        return None
+
+    def attribution(self, keys: Sequence[str]) -> str:
+        """`` [set in FILE: key, key; set in OTHER: key]`` for the keys some layer set."""
+        by_source: dict[str, list[str]] = {}
+        for key in dict.fromkeys(keys):
+            name = self.of(key)
+            if name is not None:
+                by_source.setdefault(name, []).append(key)
+        if not by_source:
+            return ""
+        return " [" + "; ".join(f"set in {name}: {', '.join(ks)}" for name, ks in by_source.items()) + "]"
+
+
 def _key_path(err: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in err.absolute_path) or "<top level>"
 
 
-def _describe(err: jsonschema.ValidationError) -> str:
-    where = _key_path(err)
+def _describe(err: jsonschema.ValidationError) -> tuple[str, list[str]]:
+    """(message, the dotted keys it is about)."""
+    where, keys = _key_path(err), [".".join(str(p) for p in err.absolute_path)]
     if err.validator == "additionalProperties":
         allowed = sorted(err.schema.get("properties", {}))
         extra = sorted(set(err.instance) - set(allowed))
-        return f"unknown key(s) {', '.join(repr(k) for k in extra)} in {where}; allowed keys: {', '.join(allowed)}"
+        keys = [".".join([*map(str, err.absolute_path), k]) for k in extra]
+        return (f"unknown key(s) {', '.join(repr(k) for k in extra)} in {where}; allowed keys: {', '.join(allowed)}",
+                keys)
     if err.validator == "required":
-        return f"{where}: {err.message}"
+        return f"{where}: {err.message}", keys
     if err.validator == "enum":
-        return f"{where} = {err.instance!r} is not allowed; allowed values: {', '.join(map(repr, err.validator_value))}"
+        return (f"{where} = {err.instance!r} is not allowed; allowed values: "
+                f"{', '.join(map(repr, err.validator_value))}", keys)
     if err.validator == "type":
-        return f"{where} = {err.instance!r} has the wrong type; expected {err.validator_value}"
+        return f"{where} = {err.instance!r} has the wrong type; expected {err.validator_value}", keys
     if err.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems"):
-        return f"{where} = {err.instance!r} is out of range: {err.validator} is {err.validator_value}"
-    return f"{where} = {err.instance!r}: {err.message}"
+        return f"{where} = {err.instance!r} is out of range: {err.validator} is {err.validator_value}", keys
+    return f"{where} = {err.instance!r}: {err.message}", keys
 
 
-def _semantic_checks(cfg: dict) -> list[str]:
-    """Rules a JSON schema cannot say."""
-    errors = []
-    data = cfg.get("data", {})
-    target, seen, held = data.get("target"), data.get("seen", []), data.get("held_out", [])
-    if target in seen or target in held:
-        errors.append(f"data.target = {target!r} is also a source condition (seen/held_out); a source must differ "
-                      "from the target")
-    both = sorted(set(seen) & set(held))
-    if both:
-        errors.append(f"data.seen and data.held_out share {both}; a condition type is either seen or held out")
-    lo, hi = data.get("objects", [1, 1])
-    if lo > hi:
-        errors.append(f"data.objects = {[lo, hi]}: the minimum exceeds the maximum")
-    canny = data.get("canny", {})
-    if canny.get("low", 0) > canny.get("high", 255):
-        errors.append(f"data.canny.low = {canny['low']} exceeds data.canny.high = {canny['high']}")
-    return errors
+def validate(cfg: dict, source: str = "config", sources: Sources | None = None, world: int = 1) -> dict:
+    """Raise :class:`ConfigError` listing every problem; returns ``cfg`` unchanged when valid.
 
+    The schema first, then (on a schema-valid config) the cross-key rules of :mod:`crucible.config_rules`;
+    ``world`` > 1 adds the batch split over that many torchrun processes. Each problem names the source that
+    set its keys: ``sources`` (from :func:`resolve`), else ``source`` as the only one."""
+    from . import config_rules
 
-def validate(cfg: dict, source: str = "config") -> dict:
-    """Raise :class:`ConfigError` listing every problem; returns ``cfg`` unchanged when valid."""
-    validator = jsonschema.Draft202012Validator(schema())
-    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
-    messages = [_describe(e) for e in errors]
-    if not messages:
-        messages = _semantic_checks(cfg)
-    if messages:
-        raise ConfigError(f"invalid configuration ({source}):\n  - " + "\n  - ".join(messages))
+    sources = sources or Sources([(source, cfg)])
+    errors = sorted(_validator().iter_errors(cfg), key=lambda e: [str(p) for p in e.absolute_path])
+    problems = [_describe(e) for e in errors]
+    if not problems:
+        problems = [(p.message, p.keys) for p in config_rules.check(cfg, world)]
+    if problems:
+        lines = [message + sources.attribution(keys) for message, keys in problems]
+        raise ConfigError(f"invalid configuration ({' + '.join(sources.names)}):\n  - " + "\n  - ".join(lines))
     return cfg
 
 
@@ -96,34 +140,76 @@ def _read_yaml(path: Path) -> dict:
         data = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError as e:
         raise ConfigError(f"config file {path} does not exist") from e
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping at the top level, got {type(data).__name__}")
+        what = "is empty" if data is None else f"holds a {type(data).__name__}"
+        raise ConfigError(f"config file {path} {what}; it must hold a mapping of config keys at the top level")
     return data
 
 
-def resolve(config_dir: Path, given: dict | None = None, profile_file: Path | None = None) -> dict:
-    """tiny.yaml ⊕ the profile's file ⊕ ``given`` (Snakemake's merged config or CLI overrides), validated.
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when inside it (``config/smoke.yaml``), else absolute."""
+    path = Path(path)
+    try:
+        rel = os.path.relpath(path.absolute())
+    except ValueError:  # another drive
+        return str(path)
+    return str(path) if rel.startswith("..") else rel
 
-    The profile's file is ``profile_file`` or ``config/<profile>.yaml`` where the profile is named in
-    ``given``; a profile without such a file is fine when ``given`` is complete.
+
+def _same_file(a: Path, b: Path) -> bool:
+    return Path(a).absolute().resolve() == Path(b).absolute().resolve()
+
+
+def resolve(config_dir: Path, given: dict | None = None, profile_file: Path | None = None,
+            files: Sequence[Path] = (), given_source: str = "command-line values", world: int = 1) -> dict:
+    """tiny.yaml ⊕ the profile's file ⊕ each of ``files`` in order ⊕ ``given``, validated.
+
+    This order is Snakemake's (``--configfile`` files, then ``--config`` values) with the profile's file
+    first: ``profile_file``, or ``config/<profile>.yaml`` where ``files``/``given`` name a profile (unless
+    it is one of ``files``). A profile without such a file is fine when the rest is complete. Every problem
+    names the last of these sources that set its key (``given`` as ``given_source``).
     """
     config_dir = Path(config_dir)
-    cfg = _read_yaml(config_dir / "tiny.yaml")
-    given = given or {}
-    name = given.get("profile")
-    if profile_file is None and name and (config_dir / f"{name}.yaml").is_file():
-        profile_file = config_dir / f"{name}.yaml"
+    base = config_dir / "tiny.yaml"
+    top = [(_shown(p), _read_yaml(Path(p))) for p in files]
+    if given:
+        top.append((given_source, dict(given)))
+    name = functools.reduce(deep_merge, [doc for _, doc in top], {}).get("profile")
+    if profile_file is None and isinstance(name, str) and re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        candidate = config_dir / f"{name}.yaml"
+        if candidate.is_file() and not any(_same_file(candidate, p) for p in (base, *files)):
+            profile_file = candidate
+    layers = [(_shown(base), _read_yaml(base))]
     if profile_file is not None:
-        cfg = deep_merge(cfg, _read_yaml(Path(profile_file)))
-    cfg = deep_merge(cfg, given)
-    return validate(cfg, source=str(profile_file or config_dir / "tiny.yaml"))
+        layers.append((_shown(profile_file), _read_yaml(Path(profile_file))))
+    layers += top
+    cfg = functools.reduce(deep_merge, [doc for _, doc in layers], {})
+    return validate(cfg, sources=Sources(layers), world=world)
 
 
-def load(path: Path) -> dict:
+def load(path: Path, world: int = 1) -> dict:
     """Load a resolved config file (as written by Snakemake for the rules) and validate it."""
-    return validate(_read_yaml(Path(path)), source=str(path))
+    return validate(_read_yaml(Path(path)), source=_shown(path), world=world)
+
+
+def parse_set(items: Sequence[str]) -> dict:
+    """``["cam.train.steps=5", "seeds=[0, 1]"]`` -> nested overrides; values are YAML (``5`` is an int)."""
+    out: dict = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p) for p in parts):
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. cam.train.steps=5")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({e})") from e
+        for part in reversed(parts):
+            value = {part: value}
+        out = deep_merge(out, value)
+    return out
 
 
 def config_hash(cfg: dict) -> str:

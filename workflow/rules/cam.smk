@@ -5,7 +5,7 @@ rule tensors:
     input:
         DATA,
     output:
-        expand("{results}/tensors/{split}.safetensors", results=RESULTS, split=["train", "val", "test"]),
+        expand("{results}/tensors/{split}.safetensors", results=RESULTS, split=DATA_SPLITS),
     log:
         f"logs/{PROFILE}/tensors.log",
     params:

@@ -8,8 +8,10 @@ from crucible import config as cfglib
 from crucible.data.build import render_config
 from crucible.run_config import run_key
 
-# tiny.yaml <- config/<profile>.yaml <- command-line --config/--configfile values
-config = cfglib.resolve(Path(workflow.basedir) / "config", given=config)
+# tiny.yaml <- config/<profile>.yaml <- each --configfile in order <- --config values, rebuilt from what Snakemake
+# was given so that every schema or cross-key problem names the file (or --config) that set the key
+config = cfglib.resolve(Path(workflow.basedir) / "config", files=list(workflow.config_settings.configfiles),
+                        given=dict(workflow.config_settings.config), given_source="--config values")
 validate(config, "../schemas/config.schema.yaml")
 
 PROFILE = config["profile"]

@@ -1,23 +1,53 @@
-# Stage: render the multi-condition dataset and draw its figure.
+# Stage: the multi-condition dataset, rendered here or imported (data.source), and its figure.
+from crucible.data.importer import dag_splits, import_config, source_fingerprint
+
+SOURCE = config["data"].get("source") or {"kind": "render"}
+# the splits packed for training: rendered data has all three; an import needs train and test (val optional)
+DATA_SPLITS = ["train", "val", "test"] if SOURCE["kind"] == "render" else dag_splits(SOURCE["root"])
 
 
-rule render_dataset:
-    output:
-        directory(DATA),
-    log:
-        f"logs/{PROFILE}/render_dataset.log",
-    params:
-        config=CONFIG,
-        render=cfglib.config_hash(render_config(config)),
-    threads: workflow.cores
-    conda:
-        ENV
-    resources:
-        mem_mb=4000,
-        runtime=120,
-        gpu=0,
-    shell:
-        "crucible data render --config {params.config} --out {output} --threads {threads} 2> {log}"
+if SOURCE["kind"] == "render":
+
+    rule render_dataset:
+        output:
+            directory(DATA),
+        log:
+            f"logs/{PROFILE}/render_dataset.log",
+        params:
+            config=CONFIG,
+            render=cfglib.config_hash(render_config(config)),
+        threads: workflow.cores
+        conda:
+            ENV
+        resources:
+            mem_mb=4000,
+            runtime=120,
+            gpu=0,
+        shell:
+            "crucible data render --config {params.config} --out {output} --threads {threads} 2> {log}"
+
+else:
+
+    rule import_dataset:
+        output:
+            directory(DATA),
+        log:
+            f"logs/{PROFILE}/import_dataset.log",
+        params:
+            config=CONFIG,
+            root=SOURCE["root"],
+            depth_scale=SOURCE.get("depth_scale", 0.001),
+            section=cfglib.config_hash(import_config(config)),
+            source=source_fingerprint(SOURCE["root"]),  # reruns when a file under the root changes
+        conda:
+            ENV
+        resources:
+            mem_mb=4000,
+            runtime=120,
+            gpu=0,
+        shell:
+            "crucible data import {params.root:q} --out {output} --depth-scale {params.depth_scale}"
+            " --config {params.config} 2> {log}"
 
 
 rule dataset_figure:

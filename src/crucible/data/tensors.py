@@ -2,7 +2,9 @@
 
 The rule ``tensors`` packs each split once per profile: stored forms (uint8 images and maps, float32
 metric depth) plus the per-scene attributes, and a JSON header (scene ids, classes, depth scale).
-:class:`SplitTensors` encodes fields on demand with the same :func:`encode_batch` the datasets use.
+:class:`SplitTensors` encodes fields on demand with the same :func:`encode_batch` the datasets use; it checks
+the whole pack once when it loads it (every float field finite), so a bad scene stops a job at its start
+whichever scenes training happens to draw.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
 from tqdm import tqdm
 
+from ..errors import InputError, read_tensors
 from ..provenance import dataset_hash, write_tensors
 from .conditions import CONDITIONS, encode_batch
 from .dataset import Manifest
@@ -45,22 +47,51 @@ def pack_split(root: Path, split: str, out: Path, progress: bool = True) -> None
     write_tensors(tensors, out, metadata=header)
 
 
+REPACK = "delete it and rerun `crucible data tensors` (the workflow's tensors rule)"
+HEADER = ("ids", "classes", "conditions", "depth_max", "dataset_hash")  # JSON header keys written by pack_split
+
+
 class SplitTensors:
-    """All scenes of one split in memory; ``field(name, idx)`` returns encoded float tensors."""
+    """All scenes of one split in memory; ``field(name, idx)`` returns encoded float tensors.
+
+    Loading refuses a truncated or corrupt file, a header other than :func:`pack_split`'s, fields whose
+    scene count differs from the ids, and any NaN/Inf in a float field (naming the field and the first bad
+    scene); all raise :class:`~crucible.errors.InputError` naming the file."""
 
     def __init__(self, path: Path, device: str | torch.device = "cpu"):
-        try:
-            with safe_open(str(path), framework="pt", device=str(device)) as f:
-                meta = f.metadata()
-                self.raw = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no items()
-        except SafetensorError as e:
-            raise ValueError(f"{path}: truncated or corrupt split tensors ({e}); rerun `crucible data tensors`") from e
-        self.ids: list[str] = json.loads(meta["ids"])
-        self.classes: list[str] = json.loads(meta["classes"])
-        self.conditions: list[str] = json.loads(meta["conditions"])
-        self.depth_max = float(meta["depth_max"])
-        self.dataset_hash: str = meta["dataset_hash"]
         self.path = Path(path)
+        try:
+            self.raw, meta = read_tensors(self.path, REPACK, device=device)
+            missing = [k for k in HEADER if k not in meta]
+            if missing:
+                raise InputError(f"{self.path}: not a packed split (header lacks {missing}); {REPACK}")
+            self.ids: list[str] = json.loads(meta["ids"])
+            self.classes: list[str] = json.loads(meta["classes"])
+            self.conditions: list[str] = json.loads(meta["conditions"])
+            self.depth_max = float(meta["depth_max"])
+        except (json.JSONDecodeError, ValueError) as e:
+            if isinstance(e, InputError):
+                raise
+            raise InputError(f"{self.path}: corrupt header ({e}); {REPACK}") from e
+        self.dataset_hash: str = meta["dataset_hash"]
+        self._check_pack()
+
+    def _check_pack(self, chunk: int = 1024) -> None:
+        """Every field holds one entry per scene id; every float field is finite (the per-scene flags are
+        computed ``chunk`` scenes at a time, so a large split needs no second full-size mask)."""
+        for name, t in self.raw.items():
+            if t.dim() == 0 or t.shape[0] != len(self.ids):
+                raise InputError(f"{self.path}: field {name!r} has shape {tuple(t.shape)} for {len(self.ids)} scene "
+                                 f"ids; {REPACK}")
+            if not t.is_floating_point() or not t.numel():
+                continue
+            bad_N = torch.cat([~torch.isfinite(t[s:s + chunk].reshape(len(t[s:s + chunk]), -1)).all(dim=1)
+                               for s in range(0, len(t), chunk)])
+            if bad_N.any():
+                i = int(torch.nonzero(bad_N)[0])
+                raise InputError(f"{self.path}: field {name!r} holds NaN or infinite values in {int(bad_N.sum())} "
+                                 f"scene(s), the first scene {self.ids[i]!r} (index {i}); fix or remove that scene in "
+                                 f"the dataset, then {REPACK}")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -76,7 +107,7 @@ class SplitTensors:
     def require(self, names: list[str]) -> None:
         missing = [c for c in names if c not in self.conditions]
         if missing:
-            raise ValueError(f"{self.path}: condition type(s) {missing} are not in the data; it has {self.conditions}")
+            raise InputError(f"{self.path}: condition type(s) {missing} are not in the data; it has {self.conditions}")
 
     def field(self, name: str, idx: torch.Tensor | slice) -> torch.Tensor:
         """image (B,3,H,W) in [0,1]; a condition encoded (B,C,H,W); seg_ids (B,H,W); presence; count."""
@@ -87,10 +118,5 @@ class SplitTensors:
         if name in ("presence", "count"):
             return self.raw[name][idx]
         if name not in self.conditions:
-            raise ValueError(f"{self.path}: no condition {name!r}; it has {self.conditions}")
-        raw = self.raw[name][idx]
-        if raw.is_floating_point() and not torch.isfinite(raw).all():  # depth: the one float field
-            bad = torch.nonzero(~torch.isfinite(raw.flatten(1)).all(dim=1)).flatten()
-            ids = [self.ids[i] for i in torch.arange(len(self.ids))[idx][bad].tolist()[:5]]
-            raise ValueError(f"{self.path}: condition {name!r} holds NaN or infinite values (scenes {ids})")
-        return encode_batch(name, raw, self.n_classes, self.depth_max)
+            raise InputError(f"{self.path}: no condition {name!r}; it has {self.conditions}")
+        return encode_batch(name, self.raw[name][idx], self.n_classes, self.depth_max)  # finite: checked on load

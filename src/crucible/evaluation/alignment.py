@@ -40,7 +40,8 @@ def consistency(preds: dict[str, torch.Tensor]) -> float:
 def active_units(means_BD: torch.Tensor, threshold: float = 0.01) -> tuple[int, int]:
     """(active, total) latent dimensions: Cov_x(E_q[z|x]) > threshold (Burda et al.'s posterior-collapse
     check), over a batch of posterior means flattened to (B, D)."""
-    if means_BD.shape[0] < 2:
-        raise ValueError("active units need at least two samples")
+    if means_BD.shape[0] < 2:  # callers with one sample report the metric unavailable (``cam_eval``)
+        raise ValueError(f"active units need at least two samples (a variance over samples), got "
+                         f"{means_BD.shape[0]}")
     var = means_BD.double().var(dim=0, unbiased=True)
     return int((var > threshold).sum()), int(var.numel())

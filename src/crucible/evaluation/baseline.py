@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from ..config import config_hash
+from ..errors import InputError, read_json
 from ..provenance import git_commit, library_versions
 from .compare import Tolerances, compare_summaries, read_summary
 from .dvc_export import flat_metrics
@@ -90,17 +91,17 @@ def check_results(results: Path, profile: str) -> dict:
             raise FileNotFoundError(f"{results / name} does not exist: run the DAG (its aggregate rule) first")
     cfg = yaml.safe_load((results / "config.yaml").read_text())
     if cfg.get("profile") != profile:
-        raise ValueError(f"{results} holds results of profile {cfg.get('profile')!r}, not {profile!r}")
+        raise InputError(f"{results} holds results of profile {cfg.get('profile')!r}, not {profile!r}")
     newest = max((p.stat().st_mtime for p in _result_files(results)), default=0.0)
     if (results / "summary.csv").stat().st_mtime < newest:
-        raise ValueError(f"{results}/summary.csv is older than some result files: re-run the aggregate rule first")
+        raise InputError(f"{results}/summary.csv is older than some result files: re-run the aggregate rule first")
     read_summary(results)  # a summary of this version, with unique keys
     return cfg
 
 
 def read_provenance(baseline: Path) -> dict:
     path = Path(baseline) / "provenance.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path, "restore it from git or rerun `crucible baseline update`") if path.is_file() else {}
 
 
 def _same_content(results: Path, baseline: Path) -> bool:

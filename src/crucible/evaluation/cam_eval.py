@@ -4,7 +4,8 @@ Per seen condition type: depth L1 / RMSE / AbsRel / δ<1.25 against the true dep
 per-pixel mean train depth as the trivial baseline; over types: cross-condition consistency; KL
 (nats per sample, one posterior sample with a fixed seed); active latent units; parameters and forward
 FLOPs (``torch.utils.flop_counter``) per condition at batch 1. Results are tidy rows
-(stage, variant, seed, metric, condition, value) plus provenance.
+(stage, variant, seed, metric, condition, value) plus provenance. A metric the data cannot give (active units
+from a one-scene test split, consistency with one seen type) is a row with status ``unavailable`` and the reason.
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ def _rows(variant: str, seed: int, cond: str | None, metrics: dict, stage: str =
             for k, v in metrics.items()]
 
 
+def _unavailable(variant: str, seed: int, cond: str | None, metrics: tuple[str, ...], reason: str) -> list[dict]:
+    return [{"stage": "cam", "variant": variant, "seed": seed, "condition": cond, "metric": k, "value": None,
+             "status": "unavailable", "reason": reason} for k in metrics]
+
+
 def eval_cam(cfg: dict, model_path: Path, test: Path, train: Path, variant: str, seed: int) -> list[dict]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, meta = load_cam(model_path, device, expect_config=cam_run_config(cfg, variant))
@@ -72,15 +78,26 @@ def eval_cam(cfg: dict, model_path: Path, test: Path, train: Path, variant: str,
         pred, _, means = predict(model, data, cond, n, res, batch, sample=False, means=True)
         _, kl, _ = predict(model, data, cond, n, res, batch, sample=True)
         preds[cond] = pred
-        active, total = active_units(means)
-        m = {**depth_errors(pred, gt, data.depth_max), "kl": kl.mean(), "active_units": active,
-             "active_fraction": active / total, "flops": _flops(model, cond, model.in_channels[cond], res)}
+        m = {**depth_errors(pred, gt, data.depth_max), "kl": kl.mean()}
+        if n >= 2:
+            active, total = active_units(means)
+            m |= {"active_units": active, "active_fraction": active / total}
+        m["flops"] = _flops(model, cond, model.in_channels[cond], res)
         rows += _rows(variant, seed, cond, m)
+        if n < 2:
+            rows += _unavailable(variant, seed, cond, ("active_units", "active_fraction"),
+                                 f"{n} test scene: active units are the variance of the posterior means over scenes, "
+                                 "which needs at least two")
     mean = {k: sum(r["value"] for r in rows if r["metric"] == k and r["stage"] == "cam") / len(preds)
             for k in ("depth_l1", "depth_rmse", "depth_absrel", "depth_delta1")}
     rows += _rows(variant, seed, "mean_seen", mean)
-    rows += _rows(variant, seed, None, {"consistency": consistency(preds),
-                                        "params": sum(p.numel() for p in model.parameters())})
+    if len(preds) >= 2:
+        rows += _rows(variant, seed, None, {"consistency": consistency(preds)})
+    else:
+        rows += _unavailable(variant, seed, None, ("consistency",),
+                             f"one seen condition type ({list(preds)}): consistency compares the predictions of two "
+                             "or more")
+    rows += _rows(variant, seed, None, {"params": sum(p.numel() for p in model.parameters())})
     return rows
 
 

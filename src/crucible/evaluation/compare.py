@@ -18,6 +18,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from ..errors import InputError
+
 __all__ = ["KEYS", "VERDICTS", "FAILING", "Tolerance", "Tolerances", "norm_key", "read_summary", "compare_summaries",
            "variant_overview"]
 
@@ -54,17 +56,17 @@ class Tolerance:
 
 def _check_entry(where: str, entry) -> dict:
     if not isinstance(entry, dict):
-        raise ValueError(f"{where}: expected a mapping of {sorted(_ENTRY_FIELDS)}, got {entry!r}")
+        raise InputError(f"{where}: expected a mapping of {sorted(_ENTRY_FIELDS)}, got {entry!r}")
     unknown = sorted(set(entry) - _ENTRY_FIELDS)
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(_ENTRY_FIELDS)}")
+        raise InputError(f"{where}: unknown key(s) {unknown}; known: {sorted(_ENTRY_FIELDS)}")
     if "direction" in entry and entry["direction"] not in DIRECTIONS:
-        raise ValueError(f"{where}: direction {entry['direction']!r} is not one of {list(DIRECTIONS)}")
+        raise InputError(f"{where}: direction {entry['direction']!r} is not one of {list(DIRECTIONS)}")
     for k in ("rel", "abs"):
         if k in entry and not (isinstance(entry[k], (int, float)) and entry[k] >= 0):
-            raise ValueError(f"{where}: {k} must be a number >= 0, got {entry[k]!r}")
+            raise InputError(f"{where}: {k} must be a number >= 0, got {entry[k]!r}")
     if "informational" in entry and not isinstance(entry["informational"], bool):
-        raise ValueError(f"{where}: informational must be true or false, got {entry['informational']!r}")
+        raise InputError(f"{where}: informational must be true or false, got {entry['informational']!r}")
     return entry
 
 
@@ -89,10 +91,10 @@ class Tolerances:
 
     def __init__(self, doc: dict, profile: str | None = None, source: str = "tolerances"):
         if not isinstance(doc, dict):
-            raise ValueError(f"{source}: expected a mapping at the top level")
+            raise InputError(f"{source}: expected a mapping at the top level")
         unknown = sorted(set(doc) - {"defaults", "metrics", "profiles"})
         if unknown:
-            raise ValueError(f"{source}: unknown top-level key(s) {unknown}; known: defaults, metrics, profiles")
+            raise InputError(f"{source}: unknown top-level key(s) {unknown}; known: defaults, metrics, profiles")
         self.source, self.profile = source, profile
         self.defaults = _check_entry(f"{source}: defaults", doc.get("defaults") or {})
         self.metrics = {str(k): _check_entry(f"{source}: metrics.{k}", v)
@@ -101,7 +103,7 @@ class Tolerances:
         for name, section in (doc.get("profiles") or {}).items():
             extra = sorted(set(section or {}) - {"defaults", "metrics"})
             if extra:
-                raise ValueError(f"{source}: profiles.{name}: unknown key(s) {extra}; known: defaults, metrics")
+                raise InputError(f"{source}: profiles.{name}: unknown key(s) {extra}; known: defaults, metrics")
             section = section or {}
             self.profiles[name] = {
                 "defaults": _check_entry(f"{source}: profiles.{name}.defaults", section.get("defaults") or {}),
@@ -114,7 +116,11 @@ class Tolerances:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"tolerances file {path} does not exist")
-        return cls(yaml.safe_load(path.read_text()) or {}, profile, source=str(path))
+        try:
+            doc = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise InputError(f"{path}: not valid YAML ({e}); fix the tolerances file") from e
+        return cls(doc or {}, profile, source=str(path))
 
     def lookup(self, stage: str, metric: str) -> Tolerance:
         """defaults ← profile defaults ← best metric entry ← best profile metric entry (later fields win)."""
@@ -151,10 +157,14 @@ def read_summary(path: Path) -> pd.DataFrame:
         path = path / "summary.csv"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist (run `crucible aggregate` / the DAG's aggregate rule)")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: empty or unreadable summary table ({e}); rerun `crucible aggregate` (the "
+                         "workflow's aggregate rule)") from e
     missing = [c for c in KEYS + STATS if c not in df.columns]
     if missing:
-        raise ValueError(f"{path}: not a summary table of this version, column(s) {missing} missing "
+        raise InputError(f"{path}: not a summary table of this version, column(s) {missing} missing "
                          f"(columns: {list(df.columns)}); re-run `crucible aggregate`")
     for k in KEYS:
         df[k] = df[k].map(norm_key)
@@ -162,7 +172,7 @@ def read_summary(path: Path) -> pd.DataFrame:
         df[c] = pd.to_numeric(df[c].replace("", "nan"), errors="coerce")
     dup = df[df.duplicated(KEYS, keep=False)]
     if len(dup):
-        raise ValueError(f"{path}: {len(dup)} rows share their keys {KEYS}, e.g. {dup.iloc[0][KEYS].to_dict()}")
+        raise InputError(f"{path}: {len(dup)} rows share their keys {KEYS}, e.g. {dup.iloc[0][KEYS].to_dict()}")
     return df[KEYS + STATS + (["ci_method"] if "ci_method" in df.columns else [])]
 
 

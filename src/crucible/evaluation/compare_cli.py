@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from ..errors import InputError
 from ..provenance import write_text
 from .baseline import BaselineExists, read_provenance, update_baseline
 from .compare import FAILING, VERDICTS, Tolerances, compare_summaries, read_summary, variant_overview
@@ -147,7 +148,7 @@ def _cmd_compare(args) -> None:
     tol_path = Path(args.tolerances)
     cmp = compare_summaries(read_summary(baseline), read_summary(results), Tolerances.load(tol_path, profile))
     if cmp.empty:
-        raise ValueError(f"{baseline} and {results} hold no rows at all")
+        raise InputError(f"{baseline} and {results} hold no rows at all")
     overview = variant_overview(cmp)
     failing = cmp["fails"] | ((cmp["verdict"] == "missing") if args.strict else False)
     failed = cmp[failing]

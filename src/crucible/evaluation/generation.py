@@ -11,6 +11,9 @@ or none for ``uncond``):
   valid pixels, normal angular error, mIoU); canny is re-extracted with the dataset's own function and
   scored against the scene's canny map (boundary F1, 1-px tolerance);
 - CLIP-I-style similarity: cosine of judge-encoder embeddings, generated vs reference image of the scene.
+
+A metric whose judge is unavailable (the data has no normal or segmentation maps, or no scene parameters for
+the encoder; see ``judges/fit.py``) is an ``unavailable`` row with the judge's reason, never a number.
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from ..data.tensors import SplitTensors
+from ..errors import InputError, read_tensors
 from .control import canny_edges_batch, canny_f1, clip_i_similarity, depth_rmse, normal_angular_error_deg, seg_miou
 from .fidelity import distribution_metrics, inception_metrics, judge_features, register_judge
-from .judges.train import load_judge
+from .judges.train import load_available_judge
 from .pretrained import clip_similarity
 
 __all__ = ["JUDGE_BACKBONE", "load_samples", "evaluate_samples"]
@@ -31,9 +34,17 @@ __all__ = ["JUDGE_BACKBONE", "load_samples", "evaluate_samples"]
 JUDGE_BACKBONE = "judge-encoder"
 
 
+RESAMPLE = "delete it and rerun `crucible scvar sample` (the workflow's scvar_sample rule)"
+
+
 def load_samples(path: Path) -> dict[str, torch.Tensor]:
-    with safe_open(str(path), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    """condition source -> uint8 (N, 3, H, W) images; a corrupt, empty or malformed file is named."""
+    images, _ = read_tensors(path, RESAMPLE)
+    bad = {k: f"{v.dtype} {tuple(v.shape)}" for k, v in images.items() if v.dtype != torch.uint8 or v.dim() != 4}
+    if not images or bad:
+        raise InputError(f"{path}: expected uint8 (N, 3, H, W) images per condition source, got "
+                         f"{bad or 'no tensors'}; {RESAMPLE}")
+    return images
 
 
 @torch.no_grad()
@@ -53,28 +64,39 @@ def evaluate_samples(cfg: dict, samples: Path, test: Path, judges: Path, variant
     ev = cfg["evaluation"]
     data = SplitTensors(test)
     fakes = load_samples(samples)
-    _, encoder = load_judge(Path(judges) / "encoder.safetensors")
-    register_judge(JUDGE_BACKBONE, encoder)
-    dense = {k: load_judge(Path(judges) / f"{k}.safetensors")[1] for k in ("depth", "normal", "seg")}
+    encoder, why_encoder = load_available_judge(Path(judges) / "encoder.safetensors")
+    if encoder is not None:
+        register_judge(JUDGE_BACKBONE, encoder)
+    dense = {k: load_available_judge(Path(judges) / f"{k}.safetensors") for k in ("depth", "normal", "seg")}
     real_all = data.raw["image"].permute(0, 3, 1, 2).contiguous()  # (N,3,H,W) uint8: the reference set
     n = {fake.shape[0] for fake in fakes.values()}
     if len(n) != 1:
-        raise ValueError(f"{samples}: condition sources hold different numbers of images {sorted(n)}")
+        raise InputError(f"{samples}: condition sources hold different numbers of images {sorted(n)}; {RESAMPLE}")
     idx = torch.arange(n.pop())  # the sample sets are the first n test scenes, in order
     # the references of those scenes, shared by every source
     gt_depth = data.field("depth", idx)
     valid = gt_depth < 1.0
-    gt_normal = data.field("normal", idx) * 2 - 1
-    gt_seg = data.field("seg_ids", idx)
+    gt_normal = data.field("normal", idx) * 2 - 1 if dense["normal"][0] is not None else None
+    gt_seg = data.field("seg_ids", idx) if dense["seg"][0] is not None else None
     gt_canny = data.raw["canny"][idx] > 0
-    ref_features = judge_features(real_all[idx], JUDGE_BACKBONE)
+    ref_features = judge_features(real_all[idx], JUDGE_BACKBONE) if encoder is not None else None
     c = cfg["data"]["canny"]
     rows = []
+
+    def dense_row(source, metric, kind, score):  # score: the judge's prediction -> the metric's value
+        judge, why = dense[kind]
+        rows.append(_row(variant, seed, source, metric, None, f"judge-{kind}", "unavailable", why) if judge is None
+                    else _row(variant, seed, source, metric, score(_dense(judge, fakes[source])), f"judge-{kind}"))
+
     for source, fake in fakes.items():
-        dm = distribution_metrics(real_all, fake, JUDGE_BACKBONE, kid_subset_size=ev["kid_subset_size"],
-                                  pr_k=ev["pr_k"])
-        for k in ("fid", "kid_mean", "kid_std", "precision", "recall"):
-            rows.append(_row(variant, seed, source, k, dm[k], JUDGE_BACKBONE))
+        if encoder is None:
+            for k in ("fid", "kid_mean", "kid_std", "precision", "recall"):
+                rows.append(_row(variant, seed, source, k, None, JUDGE_BACKBONE, "unavailable", why_encoder))
+        else:
+            dm = distribution_metrics(real_all, fake, JUDGE_BACKBONE, kid_subset_size=ev["kid_subset_size"],
+                                      pr_k=ev["pr_k"])
+            for k in ("fid", "kid_mean", "kid_std", "precision", "recall"):
+                rows.append(_row(variant, seed, source, k, dm[k], JUDGE_BACKBONE))
         inc = inception_metrics(real_all, fake, ev["inception_weights"])
         for k in ("fid", "kid_mean", "precision", "recall"):
             if inc.get("status") == "unavailable":
@@ -87,16 +109,15 @@ def evaluate_samples(cfg: dict, samples: Path, test: Path, judges: Path, variant
         else:
             rows.append(_row(variant, seed, source, "clip_i", clip["clip_i"], "clip"))
         # controllability against the scene's true maps
-        pred_depth = _dense(dense["depth"], fake)
-        rows.append(_row(variant, seed, source, "ctrl_depth_rmse",
-                         depth_rmse(pred_depth * data.depth_max, gt_depth * data.depth_max, valid), "judge-depth"))
-        rows.append(_row(variant, seed, source, "ctrl_normal_deg",
-                         normal_angular_error_deg(_dense(dense["normal"], fake), gt_normal), "judge-normal"))
-        seg_pred = _dense(dense["seg"], fake).argmax(1)
-        rows.append(_row(variant, seed, source, "ctrl_seg_miou", seg_miou(seg_pred, gt_seg, data.n_classes),
-                         "judge-seg"))
+        dense_row(source, "ctrl_depth_rmse", "depth",
+                  lambda pred: depth_rmse(pred * data.depth_max, gt_depth * data.depth_max, valid))
+        dense_row(source, "ctrl_normal_deg", "normal", lambda pred: normal_angular_error_deg(pred, gt_normal))
+        dense_row(source, "ctrl_seg_miou", "seg", lambda pred: seg_miou(pred.argmax(1), gt_seg, data.n_classes))
         edges = canny_edges_batch(fake, c["low"], c["high"])
         rows.append(_row(variant, seed, source, "ctrl_canny_f1", canny_f1(edges > 0, gt_canny), "opencv-canny"))
-        sim = clip_i_similarity(judge_features(fake, JUDGE_BACKBONE), ref_features)
-        rows.append(_row(variant, seed, source, "clip_i", sim.mean(), JUDGE_BACKBONE))
+        if encoder is None:
+            rows.append(_row(variant, seed, source, "clip_i", None, JUDGE_BACKBONE, "unavailable", why_encoder))
+        else:
+            sim = clip_i_similarity(judge_features(fake, JUDGE_BACKBONE), ref_features)
+            rows.append(_row(variant, seed, source, "clip_i", sim.mean(), JUDGE_BACKBONE))
     return rows

@@ -15,7 +15,7 @@ import torch
 from ..data.tensors import SplitTensors
 from ..train.tokenizer import eval_tokenizer, reconstruct_split
 from .fidelity import distribution_metrics, inception_metrics, register_judge
-from .judges.train import load_judge
+from .judges.train import load_available_judge
 
 __all__ = ["tokenizer_rows"]
 
@@ -39,10 +39,15 @@ def tokenizer_rows(cfg: dict, vq, test: Path, judges: Path | None) -> list[dict]
     real = data.raw["image"].permute(0, 3, 1, 2).contiguous()
     with torch.no_grad():
         recon = reconstruct_split(vq, data, batch)
-    _, encoder = load_judge(Path(judges) / "encoder.safetensors")
-    register_judge(JUDGE_BACKBONE, encoder)
-    dm = distribution_metrics(real, recon, JUDGE_BACKBONE, kid_subset_size=ev["kid_subset_size"], pr_k=ev["pr_k"])
-    rows += [_row(seed, f"recon_{k}", dm[k], JUDGE_BACKBONE) for k in ("fid", "kid_mean", "precision", "recall")]
+    encoder, why = load_available_judge(Path(judges) / "encoder.safetensors")
+    if encoder is None:  # e.g. imported data: no scene parameters to train the judge encoder on
+        rows += [_row(seed, f"recon_{k}", None, JUDGE_BACKBONE, "unavailable", why)
+                 for k in ("fid", "kid_mean", "precision", "recall")]
+    else:
+        register_judge(JUDGE_BACKBONE, encoder)
+        dm = distribution_metrics(real, recon, JUDGE_BACKBONE, kid_subset_size=ev["kid_subset_size"],
+                                  pr_k=ev["pr_k"])
+        rows += [_row(seed, f"recon_{k}", dm[k], JUDGE_BACKBONE) for k in ("fid", "kid_mean", "precision", "recall")]
     inc = inception_metrics(real, recon, ev["inception_weights"])
     for k in ("fid", "kid_mean"):
         if inc.get("status") == "unavailable":

@@ -1,20 +1,20 @@
 """One tidy results table for the whole DAG, aggregated over seeds (DESIGN.md §5, issue 5).
 
 ``results.csv``: every row of every ``eval.json`` / judge / tokenizer result (stage, variant, seed,
-condition, metric, value, backbone, status, n_train). ``summary.csv``: mean ± std, n and a bootstrap 95% CI
+condition, metric, value, backbone, status, n_train). ``summary.csv``: mean ± std, n and a Student-t 95% CI
 over seeds per (stage, variant, condition, metric, backbone, n). ``paired.csv``: each variant against its
-stage's reference variant on the seeds both have (paired t-test). Unavailable metrics stay in
+stage's reference variant on the seeds both have (paired t-test, Holm-adjusted p). Unavailable metrics stay in
 ``results.csv`` with their reason and never enter the statistics.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pandas as pd
 
+from ..errors import InputError, read_json
 from .stats import aggregate, paired_comparisons
 
 __all__ = ["REFERENCES", "collect", "summarize_results"]
@@ -24,11 +24,27 @@ REFERENCES = {"cam": "full", "cam_hotplug": "scratch", "scvar": "uncond"}
 KEYS = ["stage", "variant", "condition", "metric", "backbone", "n_train"]  # n_train: hot-plug training-set size
 
 
+ROW_FIELDS = ("stage", "variant", "seed", "metric", "value")  # what every result row has
+
+
+def _result_rows(path: Path) -> list[dict]:
+    """The ``rows`` of one result file; an empty, truncated or malformed file is named."""
+    redo = "delete it and rerun the rule that wrote it (snakemake reruns it)"
+    doc = read_json(path, redo)
+    rows = doc.get("rows") if isinstance(doc, dict) else None
+    if not isinstance(rows, list):
+        raise InputError(f"{path}: not a crucible result file (no list of 'rows'); {redo}")
+    for i, r in enumerate(rows):
+        missing = [k for k in ROW_FIELDS if k not in r] if isinstance(r, dict) else list(ROW_FIELDS)
+        if missing:
+            raise InputError(f"{path}: row {i} lacks {missing}; {redo}")
+    return rows
+
+
 def collect(paths: list[Path]) -> pd.DataFrame:
     rows = []
     for p in paths:
-        doc = json.loads(Path(p).read_text())
-        for r in doc["rows"]:
+        for r in _result_rows(Path(p)):
             rows.append({"backbone": None, "status": "ok", "reason": None, "n_train": None, **r, "source_file": str(p)})
     df = pd.DataFrame(rows)
     for col in ("condition", "backbone", "n_train"):

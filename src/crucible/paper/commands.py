@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import InputError
+
 __all__ = ["FIGURES", "add_paper_verbs"]
 
 FIGURES = ("hotplug", "ecfm", "curves", "qualitative")
@@ -32,7 +34,7 @@ def _cmd_figure(args) -> None:
         from .qualitative_figure import load_panels, qualitative_figure
 
         if not args.tensors:
-            raise ValueError("the qualitative figure needs --tensors (the packed test split)")
+            raise InputError("the qualitative figure needs --tensors (the packed test split)")
         seed = cfg["seeds"][0] if args.seed is None else args.seed
         paths = qualitative_figure(load_panels(results_dir, cfg, Path(args.tensors), seed, args.scenes),
                                    Path(args.out))

@@ -93,7 +93,7 @@ def _read(path: Path) -> pd.DataFrame:
         if col not in df:
             df[col] = "-"
     df["n_train"] = df["n_train"].map(norm_key)
-    for col in ("mean", "std", "ci_lo", "ci_hi", "p_value", "n"):
+    for col in ("mean", "std", "ci_lo", "ci_hi", "p_value", "p_holm", "n"):
         if col in df:
             df[col] = pd.to_numeric(df[col], errors="coerce")
     return df

@@ -17,13 +17,14 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from ..errors import InputError
 from ..run_config import config_diff
 from .distributed import barrier, is_main
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_weights", "checkpoint_exists"]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint is missing, truncated, or was made with another configuration."""
 
 
@@ -92,11 +93,13 @@ def load_checkpoint(path: Path, expect_config: dict | None = None, device: str |
     try:
         meta = json.loads(js.read_text())
     except json.JSONDecodeError as e:
-        raise CheckpointError(f"{js}: corrupt checkpoint metadata ({e})") from e
+        raise CheckpointError(f"{js}: corrupt checkpoint metadata ({e}); delete {js.name} and {st.name} and rerun "
+                              "the rule that wrote them") from e
     try:
         tensors = load_file(str(st), device=str(device))
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{st}: truncated or corrupt safetensors file ({e})") from e
+        raise CheckpointError(f"{st}: truncated or corrupt safetensors file ({e}); delete {st.name} and {js.name} "
+                              "and rerun the rule that wrote them") from e
     with safe_open(str(st), framework="pt") as f:
         st_step = (f.metadata() or {}).get("step")
     if st_step is not None and str(meta.get("step")) != st_step:

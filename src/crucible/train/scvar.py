@@ -14,9 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from ..data.tensors import SplitTensors
+from ..errors import InputError, read_tensors
 from ..models.scvar import SCVAR, SCVARConfig, load_base_into
 from ..provenance import provenance, write_tensors
 from ..run_config import scvar_run
@@ -49,9 +49,10 @@ def train_scvar(cfg: dict, variant: str, seed: int, tensors: Path, tokens: Path,
     device = training_device()  # joins the torchrun group when launched by torchrun
     vq = load_tokenizer(tokenizer, cfg, device)
     data = SplitTensors(tensors)
-    codes_NL = load_file(str(tokens))["tokens"]
+    retokenize = "delete it and rerun `crucible tokenizer tokenize` (the workflow's tokenize rule)"
+    codes_NL = read_tensors(tokens, retokenize, names=("tokens",))[0]["tokens"]
     if codes_NL.shape[0] != len(data):
-        raise ValueError(f"{tokens}: {codes_NL.shape[0]} token rows for {len(data)} images of {tensors}")
+        raise InputError(f"{tokens}: {codes_NL.shape[0]} token rows for {len(data)} images of {tensors}; {retokenize}")
     model = SCVAR(scvar_config(cfg, variant), tokenizer_config(cfg), vq.quantize).to(device)
     if variant != BASE:
         base_tensors, _ = load_checkpoint(base, device=device)

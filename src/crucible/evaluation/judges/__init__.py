@@ -2,7 +2,19 @@
 
 from .dense import DENSE_KINDS, DenseJudge, DenseJudgeConfig
 from .encoder import EncoderConfig, JudgeEncoder
-from .train import JUDGE_KINDS, build_judge, evaluate_judge, judge_loss, load_judge, save_judge, train_judge
+from .train import (
+    JUDGE_KINDS,
+    QUALITY_METRICS,
+    JudgeUnavailable,
+    build_judge,
+    evaluate_judge,
+    judge_loss,
+    load_available_judge,
+    load_judge,
+    save_judge,
+    save_unavailable_judge,
+    train_judge,
+)
 
 __all__ = [
     "DENSE_KINDS",
@@ -11,10 +23,14 @@ __all__ = [
     "EncoderConfig",
     "JudgeEncoder",
     "JUDGE_KINDS",
+    "QUALITY_METRICS",
+    "JudgeUnavailable",
     "build_judge",
     "evaluate_judge",
     "judge_loss",
+    "load_available_judge",
     "load_judge",
     "save_judge",
+    "save_unavailable_judge",
     "train_judge",
 ]

@@ -1,5 +1,8 @@
 """Fit one frozen judge per dataset on the train split and report its own quality on the test split
-(DESIGN.md §5, issue 5). Batches are drawn from the packed split tensors with a seeded generator."""
+(seed §3.6.4; README, "Judges and metrics"). Batches are drawn from the packed split tensors with a seeded
+generator. A judge the data cannot train (imported data without normal or segmentation maps, or without scene
+parameters for the encoder) is written as an "unavailable" judge file with the reason, and its quality rows
+say ``unavailable``, so the DAG goes on and every metric that needs the judge says why it is missing."""
 
 from __future__ import annotations
 
@@ -10,18 +13,41 @@ import torch
 
 from ...data.tensors import SplitTensors
 from ...train.distributed import is_main, shard, training_device
-from .train import build_judge, evaluate_judge, save_judge, train_judge
+from .train import QUALITY_METRICS, build_judge, evaluate_judge, save_judge, save_unavailable_judge, train_judge
 
-__all__ = ["judge_batch", "ordered_batches", "fit_judge"]
+__all__ = ["judge_batch", "ordered_batches", "has_scene_attributes", "unavailable_reason", "fit_judge"]
 
 
 def judge_batch(data: SplitTensors, idx: torch.Tensor, target: str = "depth") -> dict:
-    """The judges' batch format: image [0,1], depth [0,1], normal [-1,1], seg ids, presence, count."""
+    """The judges' batch format: image [0,1], depth [0,1], normal [-1,1], seg ids, presence, count (normal and
+    seg only where the data has them)."""
     out = {"image": data.field("image", idx), "presence": data.field("presence", idx),
-           "count": data.field("count", idx), "seg": data.field("seg_ids", idx), "depth": data.field(target, idx)}
+           "count": data.field("count", idx), "depth": data.field(target, idx)}
+    if "seg" in data.conditions:
+        out["seg"] = data.field("seg_ids", idx)
     if "normal" in data.conditions:
         out["normal"] = data.field("normal", idx) * 2.0 - 1.0
     return out
+
+
+def has_scene_attributes(data: SplitTensors) -> bool:
+    """Whether the scenes carry the labels the judge encoder learns (shape kinds present, object count).
+    Rendered scenes hold at least one object (``data.objects`` >= 1 in the schema) of a named shape kind;
+    imported scenes have no scene parameters: no shape-kind classes and a count of 0 everywhere."""
+    return len(data.classes) > 2 and len(data) > 0 and int(data.raw["count"].max()) > 0
+
+
+def unavailable_reason(cfg: dict, kind: str, *splits: SplitTensors) -> str | None:
+    """Why judge ``kind`` cannot be trained and scored on these splits, or None when it can."""
+    need = {"depth": cfg["data"]["target"], "normal": "normal", "seg": "seg"}.get(kind)
+    for data in splits:
+        if need is not None and need not in data.conditions:
+            return (f"no {need} maps in the {data.path.stem} split (it has {data.conditions}): the {kind} judge "
+                    "learns them and is scored against them")
+        if kind == "encoder" and not has_scene_attributes(data):
+            return (f"no scene parameters in the {data.path.stem} split: the judge encoder learns the shape kinds "
+                    "present and the object count of each scene (imported data has none)")
+    return None
 
 
 def ordered_batches(data: SplitTensors, batch: int, limit: int | None = None) -> list[dict]:
@@ -45,6 +71,14 @@ def fit_judge(cfg: dict, kind: str, train: Path, test: Path, out: Path, progress
     device = training_device()
     tr, te = SplitTensors(train), SplitTensors(test)
     seed, t = cfg["seeds"][0], cfg["judges"]["train"]
+    reason = unavailable_reason(cfg, kind, tr, te)
+    if reason is not None:
+        if is_main():
+            tmp = Path(out).with_name(Path(out).name + ".tmp")
+            save_unavailable_judge(tmp, kind, reason)
+            os.replace(tmp, out)
+        return [{"stage": "judge", "variant": kind, "seed": seed, "condition": None, "metric": k, "value": None,
+                 "status": "unavailable", "reason": reason} for k in QUALITY_METRICS[kind]]
     torch.manual_seed(seed)
     model = build_judge(kind, _config(cfg, kind, tr))
     order = torch.randint(len(tr), (t["steps"], t["batch_size"]), generator=torch.Generator().manual_seed(seed))

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from ...errors import InputError, read_tensors
 from ...train.loop import LoopConfig, run_training
 from ..control import NORMAL_VALID_MIN_NORM, angular_error_map_deg, confusion_matrix, miou_from_confusion
 from .dense import DENSE_KINDS, DenseJudge, DenseJudgeConfig
@@ -27,16 +27,37 @@ from .encoder import EncoderConfig, JudgeEncoder
 
 __all__ = [
     "JUDGE_KINDS",
+    "QUALITY_METRICS",
+    "JudgeUnavailable",
     "build_judge",
     "judge_loss",
     "train_judge",
     "evaluate_judge",
     "save_judge",
+    "save_unavailable_judge",
     "load_judge",
+    "load_available_judge",
 ]
 
 JUDGE_KINDS = ("encoder", *DENSE_KINDS)
+# the numbers of each judge's quality report (``evaluate_judge``), also listed when the judge is unavailable
+QUALITY_METRICS = {
+    "encoder": ("presence_acc", "presence_acc_baseline", "count_acc", "count_acc_baseline"),
+    "depth": ("rmse", "rmse_baseline"),
+    "normal": ("angular_error_deg", "angular_error_deg_baseline"),
+    "seg": ("miou", "miou_baseline", "pixel_acc", "pixel_acc_baseline"),
+}
 _FORMAT = "crucible-judge-v1"
+STATUS_UNAVAILABLE = "unavailable"
+
+
+class JudgeUnavailable(ValueError):
+    """The judge file records that this judge could not be trained on the data (e.g. imported data without
+    segmentation maps); ``reason`` says why."""
+
+    def __init__(self, path: str | Path, kind: str, reason: str):
+        super().__init__(f"{path}: the {kind} judge is unavailable: {reason}")
+        self.kind, self.reason = kind, reason
 
 
 def build_judge(kind: str, config: dict | None = None) -> nn.Module:
@@ -266,13 +287,33 @@ def save_judge(path: str | Path, kind: str, model: nn.Module, extra_metadata: di
     save_file(state, str(path), metadata=meta)
 
 
+def save_unavailable_judge(path: str | Path, kind: str, reason: str) -> None:
+    """A judge file without weights that records why the judge could not be trained: the DAG's rule still has
+    its output, and every metric that needs the judge reports ``unavailable`` with this reason."""
+    if kind not in JUDGE_KINDS:
+        raise ValueError(f"unknown judge kind {kind!r}; known: {JUDGE_KINDS}")
+    save_file({}, str(path), metadata={"format": _FORMAT, "kind": kind, "status": STATUS_UNAVAILABLE,
+                                       "reason": reason})
+
+
 def load_judge(path: str | Path, device: str | torch.device = "cpu") -> tuple[str, nn.Module]:
-    """Inverse of ``save_judge``: (kind, frozen model in eval mode on ``device``)."""
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    """Inverse of ``save_judge``: (kind, frozen model in eval mode on ``device``). Raises
+    :class:`JudgeUnavailable` for a file written by ``save_unavailable_judge``."""
+    refit = "delete it and rerun `crucible judges fit` (the workflow's judge_fit rule)"
+    tensors, meta = read_tensors(Path(path), refit)  # a truncated or corrupt file is named
     if meta.get("format") != _FORMAT:
-        raise ValueError(f"{path} is not a crucible judge checkpoint (format={meta.get('format')!r})")
+        raise InputError(f"{path} is not a crucible judge checkpoint (format={meta.get('format')!r}); {refit}")
     kind = meta["kind"]
+    if meta.get("status") == STATUS_UNAVAILABLE:
+        raise JudgeUnavailable(path, kind, meta.get("reason", "no reason recorded"))
     model = build_judge(kind, json.loads(meta["config"]))
-    model.load_state_dict(load_file(str(path), device="cpu"))
+    model.load_state_dict(tensors)
     return kind, model.to(device).eval().requires_grad_(False)
+
+
+def load_available_judge(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module | None, str | None]:
+    """(frozen model, None), or (None, the reason) when the judge file records that the judge is unavailable."""
+    try:
+        return load_judge(path, device)[1], None
+    except JudgeUnavailable as e:
+        return None, e.reason
