@@ -213,6 +213,19 @@ def test_config_check_cli_merges_files_in_order_and_names_the_source(tmp_path, m
     assert "does not split evenly over the 4 processes" in capsys.readouterr().err
 
 
+def test_a_profile_drops_inherited_variants_with_null(tmp_path):
+    drop = tmp_path / "fewer.yaml"
+    drop.write_text("cam:\n  variants: {no_shared: null, deterministic: null}\n"
+                    "scvar:\n  variants: {ecfm_k3: null, ecfm_k9: null}\nevaluation: {clip_weights: null}\n")
+    cfg = cfglib.resolve(ROOT / "config", files=[ROOT / SMOKE, drop])
+    tiny = cfglib.resolve(ROOT / "config", given={})
+    assert set(cfg["cam"]["variants"]) == set(tiny["cam"]["variants"]) - {"no_shared", "deterministic"}
+    assert set(cfg["scvar"]["variants"]) == set(tiny["scvar"]["variants"]) - {"ecfm_k3"}  # unknown: no-op
+    assert cfg["evaluation"]["clip_weights"] is None  # null outside `variants` is a value, not a removal
+    assert cfglib.deep_merge({"variants": {"a": {}}}, {"x": {"variants": None}}) == {"variants": {"a": {}},
+                                                                                      "x": {"variants": None}}
+
+
 def _snakemake_dry_run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "OMP_NUM_THREADS": "1"}

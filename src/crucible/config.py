@@ -127,11 +127,19 @@ def validate(cfg: dict, source: str = "config", sources: Sources | None = None, 
     return cfg
 
 
-def deep_merge(base: dict, override: dict) -> dict:
-    """Recursive dict merge; lists and scalars of ``override`` replace those of ``base``."""
+def deep_merge(base: dict, override: dict, _variants: bool = False) -> dict:
+    """Recursive dict merge; lists and scalars of ``override`` replace those of ``base``.
+
+    Inside a ``variants`` mapping, a variant given as ``null`` is removed: a profile can drop inherited
+    ablations (``scvar: {variants: {ecfm_k3: null}}``), which a merge could not do otherwise."""
     out = copy.deepcopy(base)
     for k, v in override.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+        if _variants and v is None:
+            out.pop(k, None)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v, _variants=k == "variants")
+        else:
+            out[k] = copy.deepcopy(v)
     return out
 
 

@@ -1,7 +1,8 @@
-"""DVC pointers of datasets: the content hash DVC itself computes (``md5 ….dir``), DESIGN.md §6.
+"""DVC pointers of datasets: the content hash DVC itself computes (``md5 ….dir``; README "Data and DVC").
 
 ``data.dvc`` pins the default (tiny) dataset this way; ``evaluation/datasets/<profile>.yaml`` records
-other profiles' hashes in the same format so a test can check that a fresh render reproduces them.
+other profiles' hashes in the same format. The hashes are exact for the machine (CPU instruction set) that
+rendered the data; a render elsewhere is checked within tolerances instead (``crucible data compare``).
 """
 
 from __future__ import annotations
