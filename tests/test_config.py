@@ -226,6 +226,29 @@ def test_a_profile_drops_inherited_variants_with_null(tmp_path):
                                                                                       "x": {"variants": None}}
 
 
+def test_jobs_read_the_resolved_config_as_it_is(tmp_path):
+    """The config a rule passes is not merged over tiny.yaml again: variants the profile dropped stay dropped."""
+    from argparse import Namespace
+
+    from crucible.cli import _load_config
+
+    drop = tmp_path / "fewer.yaml"
+    drop.write_text("cam:\n  variants: {no_shared: null}\n")
+    cfg = cfglib.resolve(ROOT / "config", files=[ROOT / SMOKE, drop])
+    cfglib.dump(cfg, tmp_path / "config.yaml")
+    assert cfglib.is_resolved(tmp_path / "config.yaml") and not cfglib.is_resolved(ROOT / SMOKE)
+    assert _load_config(Namespace(config=str(tmp_path / "config.yaml"), config_dir=str(ROOT / "config"))) == cfg
+    profile = _load_config(Namespace(config=str(ROOT / SMOKE), config_dir=str(ROOT / "config")))
+    assert "no_shared" in profile["cam"]["variants"]  # a profile file is still merged over tiny.yaml
+
+
+def test_set_values_keep_every_dropped_variant():
+    got = cfglib.parse_set(["scvar.variants.ecfm_k3=null", "scvar.variants.ecfm_k4=null", "cam.train.steps=5"])
+    assert got == {"scvar": {"variants": {"ecfm_k3": None, "ecfm_k4": None}}, "cam": {"train": {"steps": 5}}}
+    cfg = cfglib.resolve(ROOT / "config", files=[ROOT / SMOKE], given=got)
+    assert not {"ecfm_k3", "ecfm_k4"} & set(cfg["scvar"]["variants"]) and cfg["cam"]["train"]["steps"] == 5
+
+
 def _snakemake_dry_run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "OMP_NUM_THREADS": "1"}

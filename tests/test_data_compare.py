@@ -216,6 +216,13 @@ def test_bad_tolerance_files_name_the_key(tmp_path, change, match):
         load_tolerances(path)
 
 
+def test_malformed_tolerance_yaml_is_named(tmp_path):
+    path = tmp_path / "tol.yaml"
+    path.write_text("image: {atol: 1, max_share: [\n")
+    with pytest.raises(InputError, match=f"{path}: not valid YAML"):
+        load_tolerances(path)
+
+
 def test_the_stored_tolerances_cover_every_kind():
     assert set(TOL) == set(FILE_KINDS)
     assert all(TOL[k].atol == 0 for k in LABEL_KINDS) and all(0 < t.max_share < 0.05 for t in TOL.values())

@@ -170,6 +170,9 @@ def test_force_replaces_a_previous_import_but_not_files_added_to_it(tmp_path):
         import_dataset(tmp_path / "raw", out, DATA_CFG, force=True)
     assert tree_digest(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "raw", "seg_test", "seg_train"]
+    (out / "train" / "notes.txt").unlink()
+    (out / ".snakemake_timestamp").write_text("")  # Snakemake's mark on a directory() output: not a user's file
+    import_dataset(tmp_path / "raw", out, DATA_CFG, force=True)
 
 
 def test_out_inside_or_equal_to_root_is_refused_and_the_source_untouched(tmp_path):

@@ -65,6 +65,11 @@ def test_snakemake_rerun_trigger_is_the_checkpoint_key():
         assert run_key(cfg, {"cam": variant}, ("data",)) == config_hash(cam_run(cfg, variant))
     for variant in ("base", *cfg["scvar"]["variants"]):
         assert run_key(cfg, {"scvar": variant}, ("tokenizer", "data")) == config_hash(scvar_run(cfg, variant))
+    # and the rules do pass those sections and stages (a rule that hashed other settings than its checkpoint
+    # stores would rerun without need, or not rerun when it must)
+    rules = {p.stem: p.read_text() for p in (ROOT / "workflow" / "rules").glob("*.smk")}
+    assert rules["cam"].count('cam=run_hash("data", cam=None)') == 2  # cam_train, cam_eval
+    assert 'run_hash("tokenizer", "data", scvar=None)' in rules["scvar"]  # scvar_train
     with pytest.raises(ValueError, match="'judges' is not a stage with variants"):
         run_config(cfg, {"judges": "x"})
 

@@ -1,5 +1,4 @@
-"""End to end: the smoke profile's whole Snakemake DAG, its dataset against the stored reference, DVC offline
-(issue 2 acceptance)."""
+"""End to end: the smoke profile's whole Snakemake DAG, its dataset against the stored reference, DVC offline."""
 
 import os
 import shutil
@@ -116,7 +115,7 @@ def _copy_tree(dst: Path) -> None:
 
 
 def test_config_only_ablation_is_compared_beside_the_stored_baseline(smoke_dag, tmp_path):
-    """Issue 6 acceptance: the smoke results pass against the stored smoke baseline; an SCVAR variant added only
+    """The smoke results pass against the stored smoke baseline; an SCVAR variant added only
     in a config file runs through the DAG and shows up as new beside the stored variants; a stored value
     perturbed past its tolerance makes `crucible compare` fail and name the metric."""
     tol = str(ROOT / "evaluation/tolerances.yaml")

@@ -7,7 +7,6 @@ merged over ``config/tiny.yaml``) and validates it against the schema before doi
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -17,19 +16,15 @@ from .errors import InputError, input_errors
 __all__ = ["main"]
 
 
-def _world() -> int:
-    """Processes of a torchrun launch (1 otherwise): every batch size must split evenly over them."""
-    try:
-        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
-    except ValueError:
-        raise InputError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number of processes") from None
-
-
 def _load_config(args) -> dict:
+    """The resolved config a rule passes (read as it is), or a profile file merged over ``tiny.yaml``. Batch
+    sizes against ``WORLD_SIZE`` are checked by the training loop for the stage the verb trains."""
     path, base = Path(args.config), Path(args.config_dir)
-    if (base / "tiny.yaml").is_file():  # a profile file (or a resolved one: merging it is then a no-op)
-        return cfglib.resolve(base, files=[path], world=_world())
-    return cfglib.load(path, world=_world())  # outside the repository: the file must be complete
+    if path.is_file() and cfglib.is_resolved(path):
+        return cfglib.load(path)
+    if (base / "tiny.yaml").is_file():
+        return cfglib.resolve(base, files=[path])
+    return cfglib.load(path)  # outside the repository: the file must be complete
 
 
 def _known(value: str, known, flag: str, where: str) -> None:

@@ -127,17 +127,18 @@ def validate(cfg: dict, source: str = "config", sources: Sources | None = None, 
     return cfg
 
 
-def deep_merge(base: dict, override: dict, _variants: bool = False) -> dict:
+def deep_merge(base: dict, override: dict, keep_nulls: bool = False, _variants: bool = False) -> dict:
     """Recursive dict merge; lists and scalars of ``override`` replace those of ``base``.
 
     Inside a ``variants`` mapping, a variant given as ``null`` is removed: a profile can drop inherited
-    ablations (``scvar: {variants: {ecfm_k3: null}}``), which a merge could not do otherwise."""
+    ablations (``scvar: {variants: {ecfm_k3: null}}``), which a merge could not do otherwise. ``keep_nulls``
+    keeps such nulls instead (when collecting overrides that are merged over a config later)."""
     out = copy.deepcopy(base)
     for k, v in override.items():
-        if _variants and v is None:
+        if _variants and v is None and not keep_nulls:
             out.pop(k, None)
         elif isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v, _variants=k == "variants")
+            out[k] = deep_merge(out[k], v, keep_nulls, _variants=k == "variants")
         else:
             out[k] = copy.deepcopy(v)
     return out
@@ -216,7 +217,7 @@ def parse_set(items: Sequence[str]) -> dict:
             raise ConfigError(f"--set {item!r}: the value is not valid YAML ({e})") from e
         for part in reversed(parts):
             value = {part: value}
-        out = deep_merge(out, value)
+        out = deep_merge(out, value, keep_nulls=True)
     return out
 
 
@@ -225,10 +226,20 @@ def config_hash(cfg: dict) -> str:
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
 
 
+RESOLVED_HEADER = "# crucible: a resolved configuration, read as it is (not merged over config/tiny.yaml)\n"
+
+
+def is_resolved(path: Path) -> bool:
+    """Whether ``path`` was written by :func:`dump`: a complete configuration, read without merging."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.readline() == RESOLVED_HEADER
+
+
 def dump(cfg: dict, path: Path) -> None:
-    """Write ``cfg`` as YAML atomically, only when the content changes (keeps mtimes stable)."""
+    """Write ``cfg`` as YAML atomically, only when the content changes (keeps mtimes stable), marked as resolved
+    so that a job reads exactly it: merged over tiny.yaml again, the variants a profile dropped would return."""
     path = Path(path)
-    text = yaml.safe_dump(cfg, sort_keys=False)
+    text = RESOLVED_HEADER + yaml.safe_dump(cfg, sort_keys=False)
     if path.is_file() and path.read_text() == text:
         return
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ else:
             f"logs/{PROFILE}/import_dataset.log",
         params:
             config=CONFIG,
-            root=SOURCE["root"],
+            root=str(Path(SOURCE["root"]).resolve()),  # relative to the working directory; `..` allowed
             depth_scale=SOURCE.get("depth_scale", 0.001),
             section=cfglib.config_hash(import_config(config)),
             source=source_fingerprint(SOURCE["root"]),  # reruns when a file under the root changes

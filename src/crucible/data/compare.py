@@ -113,7 +113,10 @@ def load_tolerances(path: Path = TOLERANCES) -> dict[str, Tolerance]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: tolerance file not found (the repository's is {TOLERANCES}; "
                                 "give --tolerances)")
-    doc = yaml.safe_load(path.read_text())
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise InputError(f"{path}: not valid YAML ({e})") from e
     if not isinstance(doc, dict):
         raise InputError(f"{path}: expected a mapping of file kind -> {{atol, max_share, max_abs}}, got {doc!r}")
     unknown, missing = sorted(set(doc) - set(FILE_KINDS)), [k for k in FILE_KINDS if k not in doc]

@@ -289,7 +289,9 @@ def _foreign_files(out: Path) -> list[str]:
     for dirpath, dirnames, filenames in os.walk(out):
         for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
             rel = Path(dirpath, name).relative_to(out).as_posix()
-            if rel != "manifest.json" and (rel not in listed or os.path.islink(os.path.join(dirpath, name))):
+            if rel in ("manifest.json", ".snakemake_timestamp"):  # ours, and Snakemake's mark on directory()
+                continue
+            if rel not in listed or os.path.islink(os.path.join(dirpath, name)):
                 found.append(rel)
     return sorted(found)
 

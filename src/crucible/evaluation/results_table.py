@@ -1,4 +1,4 @@
-"""One tidy results table for the whole DAG, aggregated over seeds (DESIGN.md §5, issue 5).
+"""One tidy results table for the whole DAG, aggregated over seeds (README "What the DAG builds").
 
 ``results.csv``: every row of every ``eval.json`` / judge / tokenizer result (stage, variant, seed,
 condition, metric, value, backbone, status, n_train). ``summary.csv``: mean ± std, n and a Student-t 95% CI

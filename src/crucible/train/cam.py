@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.tensors import SplitTensors
+from ..errors import InputError
 from ..models.cam import CAM, CAMConfig, get_variant, resolve_variant
 from ..provenance import provenance
 from ..run_config import cam_run, hotplug_run
@@ -30,7 +31,7 @@ def cam_config(cfg: dict, variant: str) -> CAMConfig:
     try:
         overrides = get_variant(cfg["cam"]["variants"], variant)
     except KeyError as e:
-        raise ValueError(e.args[0]) from None
+        raise InputError(e.args[0]) from None
     return resolve_variant(cfg["cam"]["model"], overrides)
 
 
@@ -49,7 +50,7 @@ def aligned_depth(cam: CAM, x_BCHW: torch.Tensor, cond: str, res: int, size: int
 def _check_sources(cfg: dict, data: SplitTensors, sources: list[str]) -> None:
     target = cfg["data"]["target"]
     if target in sources:
-        raise ValueError(f"target condition {target!r} is also a source {sources}; a source must differ from it")
+        raise InputError(f"target condition {target!r} is also a source {sources}; a source must differ from it")
     data.require([*sources, target])
 
 
@@ -147,7 +148,7 @@ def train_hotplug(cfg: dict, cond: str, n: int, seed: int, base_path: Path, tens
     # 1. hot-plug: E_new only
     model, base_meta = load_cam(base_path, device)
     if cond in model.in_channels:
-        raise ValueError(f"{base_path}: condition {cond!r} was seen in training; hot-plug needs a held-out type")
+        raise InputError(f"{base_path}: condition {cond!r} was seen in training; hot-plug needs a held-out type")
     torch.manual_seed(seed)  # E_new's initial weights: seeded before the module is created
     model.add_condition(cond, channels)
     frozen = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith(f"cond_encoders.{cond}.")}

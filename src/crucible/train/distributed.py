@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..errors import InputError
+
 __all__ = ["training_device", "rank_and_world", "is_main", "barrier", "shard", "begin_step",
            "broadcast_state", "all_reduce_grads", "mean_over_ranks"]
 
@@ -89,7 +91,7 @@ def shard(idx: torch.Tensor) -> torch.Tensor:
     if world == 1:
         return idx
     if len(idx) % world:
-        raise ValueError(f"a batch of {len(idx)} does not split evenly over {world} processes; make the batch "
+        raise InputError(f"a batch of {len(idx)} does not split evenly over {world} processes; make the batch "
                          f"size (per condition type for CAM) a multiple of the number of processes")
     _step["calls"] += 1
     key = [_step["seed"], _step["step"], rank, _step["calls"]]

@@ -29,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 from ..config import config_hash
+from ..errors import InputError
 from .checkpoint import checkpoint_exists, load_checkpoint, load_weights, save_checkpoint
 from .distributed import (
     all_reduce_grads,
@@ -103,7 +104,7 @@ def run_training(
     """
     world = rank_and_world()[1]
     if cfg.batch_size % world:
-        raise ValueError(f"{desc}: batch_size {cfg.batch_size} is not a multiple of the {world} processes")
+        raise InputError(f"{desc}: batch_size {cfg.batch_size} is not a multiple of the {world} processes")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     groups = [g if isinstance(g, dict) else {"params": [g]} for g in params]

@@ -33,7 +33,7 @@ def scvar_config(cfg: dict, variant: str) -> SCVARConfig:
     """SCVARConfig of ``scvar.model`` + the variant's overrides (``base`` = the unconditional base)."""
     variants = cfg["scvar"]["variants"]
     if variant != BASE and variant not in variants:
-        raise ValueError(f"unknown SCVAR variant {variant!r}; known: {sorted(variants)}")
+        raise InputError(f"unknown SCVAR variant {variant!r}; known: {sorted(variants)}")
     overrides = {"variant": "uncond"} if variant == BASE else variants[variant]
     return SCVARConfig.from_dict({**cfg["scvar"]["model"], **overrides})
 
@@ -45,14 +45,14 @@ def _split_tokens(tokens_NL: torch.Tensor, scales) -> list[torch.Tensor]:
 def train_scvar(cfg: dict, variant: str, seed: int, tensors: Path, tokens: Path, tokenizer: Path, out_dir: Path,
                 base: Path | None = None, progress: bool = True) -> dict:
     """Train the base (``variant == "base"``) or a variant started from ``base``."""
-    torch.manual_seed(seed)  # before any module exists: initial weights are a function of the seed alone
     device = training_device()  # joins the torchrun group when launched by torchrun
-    vq = load_tokenizer(tokenizer, cfg, device)
+    vq = load_tokenizer(tokenizer, cfg, device)  # builds a VQVAE (drawing from the RNG), then loads its weights
     data = SplitTensors(tensors)
     retokenize = "delete it and rerun `crucible tokenizer tokenize` (the workflow's tokenize rule)"
     codes_NL = read_tensors(tokens, retokenize, names=("tokens",))[0]["tokens"]
     if codes_NL.shape[0] != len(data):
         raise InputError(f"{tokens}: {codes_NL.shape[0]} token rows for {len(data)} images of {tensors}; {retokenize}")
+    torch.manual_seed(seed)  # right before the model: its initial weights are a function of the seed alone
     model = SCVAR(scvar_config(cfg, variant), tokenizer_config(cfg), vq.quantize).to(device)
     if variant != BASE:
         base_tensors, _ = load_checkpoint(base, device=device)
