@@ -34,6 +34,17 @@ def _finite(values) -> np.ndarray:
     return v[np.isfinite(v)]
 
 
+def _values_or_degenerate(values) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """The finite values, and the interval when it is degenerate: (nan, nan) for none, (v, v) for one value or
+    all equal ones."""
+    v = _finite(values)
+    if len(v) == 0:
+        return v, (float("nan"), float("nan"))
+    if len(v) == 1 or np.all(v == v[0]):
+        return v, (float(v[0]), float(v[0]))
+    return v, None
+
+
 def bootstrap_ci(
     values, n_boot: int = 10000, alpha: float = 0.05, seed: int = 0, method: str = "expanded"
 ) -> tuple[float, float]:
@@ -44,12 +55,10 @@ def bootstrap_ci(
     """
     if method not in BOOTSTRAP_METHODS:
         raise ValueError(f"unknown bootstrap method {method!r}; known: {BOOTSTRAP_METHODS}")
-    v = _finite(values)
+    v, degenerate = _values_or_degenerate(values)
+    if degenerate is not None:
+        return degenerate
     n = len(v)
-    if n == 0:
-        return float("nan"), float("nan")
-    if n == 1 or np.all(v == v[0]):
-        return float(v[0]), float(v[0])
     rng = np.random.default_rng(seed)
     means_R = v[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)  # (n_boot,) resampled means
     half = alpha / 2
@@ -63,12 +72,10 @@ def t_ci(values, alpha: float = 0.05) -> tuple[float, float]:
     """Student-t (1 - alpha) CI of the mean of the finite ``values``: mean ± t_{1-alpha/2, n-1} · s / sqrt(n).
 
     n = 1 gives the degenerate (v, v) (``summarize`` flags it), n = 0 gives (nan, nan)."""
-    v = _finite(values)
+    v, degenerate = _values_or_degenerate(values)
+    if degenerate is not None:
+        return degenerate
     n = len(v)
-    if n == 0:
-        return float("nan"), float("nan")
-    if n == 1 or np.all(v == v[0]):
-        return float(v[0]), float(v[0])
     half = scipy.stats.t.ppf(1 - alpha / 2, n - 1) * v.std(ddof=1) / np.sqrt(n)
     return float(v.mean() - half), float(v.mean() + half)
 
