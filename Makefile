@@ -1,6 +1,8 @@
 # CRUCIBLE-bench: the two set-up commands of the README.
 #   make reproduce   create .venv, install the pinned dependencies, run the default DAG (tiny profile)
 #   make test        same venv; ruff, snakemake --lint, pytest (includes the end-to-end smoke DAG)
+#   make report      the Snakemake report (report.html) of the results present; PROFILE=smoke for the smoke
+#                    profile (report-smoke.html). Run the DAG first; benchmarks/<profile>/ holds each job's timings
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
@@ -9,7 +11,7 @@ export PATH := $(BIN):$(PATH)
 # one thread pool per process on this 2-core default; snakemake gives each job its own threads
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: reproduce test lint install paper clean-results
+.PHONY: reproduce test lint install paper report clean-results
 
 install: $(STAMP)
 
@@ -43,5 +45,13 @@ paper: $(STAMP)
 	cd paper && latexmk -pdf -interaction=nonstopmode -halt-on-error -outdir=build main.tex
 	@echo "wrote paper/build/main.pdf"
 
+# the report of one profile's results: every figure and table declared with report(...) in workflow/rules/, the
+# front page workflow/report/workflow.rst, Snakemake's run statistics
+PROFILE ?= tiny
+REPORT ?= $(if $(filter tiny,$(PROFILE)),report.html,report-$(PROFILE).html)
+report: $(STAMP)
+	snakemake --cores all $(if $(filter tiny,$(PROFILE)),,--configfile config/$(PROFILE).yaml) --report $(REPORT)
+	@echo "wrote $(REPORT)"
+
 clean-results:
-	rm -rf results logs .snakemake/incomplete
+	rm -rf results logs benchmarks .snakemake/incomplete

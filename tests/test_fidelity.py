@@ -228,3 +228,82 @@ def test_lpips_unavailable_then_uses_local_backbone_weights(tmp_path):
     assert d1[KEY_STATUS] == STATUS_OK and d1["lpips"] > 0
     assert d1["lpips"] == d2["lpips"]
     assert lpips_distance(a, a, path)["lpips"] == 0.0
+
+
+def test_record_carries_the_sample_counts_used(judge_and_sets):
+    name, real, fake, *_ = judge_and_sets
+    # tiny's case: the config asks KID subsets of 100 but the sets are smaller; the size used is recorded
+    out = distribution_metrics(real[:40], fake[:30], name, kid_subset_size=100, kid_subsets=2, pr_k=2)
+    assert (out["n_real"], out["n_fake"], out["pr_k"]) == (40, 30, 2)
+    assert (out["kid_subset_size"], out["kid_subset_size_requested"]) == (30, 100)
+
+
+@pytest.mark.parametrize("n_real, n_fake, kid, k, match", [
+    (1, 10, 5, 1, "n_real = 1, n_fake = 10"),          # FID/KID need two images a set
+    (10, 1, 5, 1, "n_real = 10, n_fake = 1"),
+    (10, 10, 1, 1, "kid_subset_size = 1"),
+    (10, 10, 5, 0, "pr_k = 0"),
+    (3, 10, 5, 3, "pr_k = 3 .* got n_real = 3, n_fake = 10"),   # n == k: no k-th *other* image
+    (10, 2, 5, 3, "pr_k = 3 .* got n_real = 10, n_fake = 2"),
+])
+def test_too_few_samples_raise_naming_the_numbers(judge_and_sets, n_real, n_fake, kid, k, match):
+    name, real, fake, *_ = judge_and_sets
+    with pytest.raises(ValueError, match=match):
+        distribution_metrics(real[:n_real], fake[:n_fake], name, kid_subset_size=kid, pr_k=k)
+
+
+def test_smallest_valid_sets_run(judge_and_sets):
+    name, real, fake, feat_real, feat_fake = judge_and_sets
+    out = distribution_metrics(real[:4], fake[:4], name, kid_subset_size=100, kid_subsets=2, pr_k=3)  # n = k + 1
+    p_ref, r_ref = ref.precision_recall(feat_fake[:4], feat_real[:4], k=3)
+    assert math.isclose(out[KEY_PRECISION], p_ref, rel_tol=RTOL) and math.isclose(out[KEY_RECALL], r_ref, rel_tol=RTOL)
+    assert out["kid_subset_size"] == 4
+
+
+class _Split:
+    """A stand-in for a packed test split: what tokenizer_rows reads (raw images, field("image"), len)."""
+
+    def __init__(self, img_u8_NHW3: torch.Tensor):
+        self.raw = {"image": img_u8_NHW3}
+
+    def __len__(self) -> int:
+        return len(self.raw["image"])
+
+    def field(self, name: str, idx) -> torch.Tensor:
+        assert name == "image"
+        return self.raw["image"][idx].permute(0, 3, 1, 2).float().div(255.0)
+
+
+def test_tokenizer_rows_carry_colour_and_sample_counts(monkeypatch):
+    from small_config import small_cfg
+
+    from crucible.evaluation import reconstruction
+    from crucible.evaluation.colour import saturation
+    from crucible.models.tokenizer import VQVAE
+    from crucible.train.tokenizer import reconstruct_split, tokenizer_config
+
+    cfg = small_cfg()
+    cfg["evaluation"] |= {"kid_subset_size": 100, "pr_k": 2, "inception_weights": None}
+    torch.manual_seed(0)
+    vq = VQVAE(tokenizer_config(cfg)).eval()
+    size = cfg["data"]["image_size"]
+    img = (torch.rand(6, size, size, 3, generator=torch.Generator().manual_seed(0)) * 255).round().to(torch.uint8)
+    split = _Split(img)
+    monkeypatch.setattr(reconstruction, "SplitTensors", lambda path: split)
+    monkeypatch.setattr(reconstruction, "load_available_judge", lambda path: (_tiny_encoder(0), None))
+    rows = {(r["metric"], r["backbone"]): r for r in reconstruction.tokenizer_rows(cfg, vq, "test", "judges")}
+
+    real, recon = img.permute(0, 3, 1, 2), reconstruct_split(vq, split, cfg["tokenizer"]["eval"]["batch_size"])
+    assert rows[("saturation_ratio", None)]["value"] == pytest.approx(saturation(recon) / saturation(real), rel=1e-12)
+    assert rows[("chroma_error", None)]["value"] > 0.0 and rows[("psnr", None)]["status"] == "ok"
+    for k in ("fid", "kid_mean", "precision", "recall"):
+        row = rows[(f"recon_{k}", reconstruction.JUDGE_BACKBONE)]
+        # 6 test images: KID's subsets of 100 are clipped to 6, and the row says so
+        assert (row["n_real"], row["n_fake"], row["kid_subset_size"], row["pr_k"]) == (6, 6, 6, 2)
+    assert "n_real" not in rows[("recon_fid", "inception-v3")]  # unavailable: no counts stand in for a value
+
+    # a grey test split has no saturation ratio: an unavailable row with the reason, not a number
+    split.raw["image"] = img[..., :1].expand(-1, -1, -1, 3).contiguous()
+    rows = {r["metric"]: r for r in reconstruction.tokenizer_rows(cfg, vq, "test", None)}
+    assert rows["saturation_ratio"]["status"] == "unavailable" and rows["saturation_ratio"]["value"] is None
+    assert "grey" in rows["saturation_ratio"]["reason"]

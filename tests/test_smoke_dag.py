@@ -157,3 +157,47 @@ def test_config_only_ablation_is_compared_beside_the_stored_baseline(smoke_dag, 
     r = subprocess.run(["crucible", "compare", "results/smoke", "--baseline", str(perturbed), "--tolerances", tol],
                        cwd=work, env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and "REGRESSED cam/full/mean_seen/depth_rmse" in r.stderr, r.stderr[-3000:]
+
+
+def _declared_report_files(profile_paper: str) -> list[str]:
+    """Every file the rules mark with report(f"...") (workflow/rules/*.smk), for one profile's paper folder."""
+    import re
+
+    from crucible.paper.tables import TABLES
+
+    found = []
+    for smk in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
+        for pattern in re.findall(r'report\(\s*f"([^"]+)"', smk.read_text()):
+            paths = [pattern.replace("{PAPER}", profile_paper)]
+            if "{name}" in pattern:  # the paper tables' comprehension over crucible.paper.tables.TABLES
+                paths = [p.replace("{name}", name) for p in paths for name in TABLES]
+            assert not any("{" in p for p in paths), f"{smk.name}: report({pattern}): a placeholder this test lacks"
+            found += paths
+    return found
+
+
+def test_report_holds_every_declared_figure_and_table(smoke_dag, tmp_path):
+    """`snakemake --report` of the smoke results: the front page (workflow/report/workflow.rst) and, byte for byte,
+    every figure and table the rules declare with report(...), the runtime table from the jobs' benchmark files."""
+    import zipfile
+
+    import pandas as pd
+
+    declared = _declared_report_files("results/smoke/paper")
+    assert {"results/smoke/paper/figures/dataset.png", "results/smoke/paper/tables/runtime.html"} <= set(declared)
+    r = run("snakemake", "--cores", "1", "--configfile", "config/smoke.yaml", "--report", str(tmp_path / "report.zip"))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    with zipfile.ZipFile(tmp_path / "report.zip") as z:
+        members = {name: z.read(name) for name in z.namelist() if name.startswith("report/data/raw/")}
+        page = z.read("report/report.html").decode()
+    by_name = {}
+    for name, data in members.items():
+        by_name.setdefault(name.rsplit("/", 1)[1], []).append(data)
+    for path in declared:
+        assert (ROOT / path).read_bytes() in by_name.get(Path(path).name, []), f"{path} is not in the report"
+    assert "Frozen judges trained once on the rendered data" in page and "smoke profile" in page  # front page
+
+    runtime = pd.read_csv(ROOT / "results/smoke/paper/tables/runtime.csv").set_index("rule")
+    assert {"render_dataset", "tensors", "cam_train", "scvar_train", "judge_fit", "aggregate"} <= set(runtime.index)
+    assert runtime.loc["cam_train", "jobs"] >= 5 and (runtime["wall_s_total"] > 0).all()
+    assert runtime.loc["all rules", "jobs"] == runtime.drop("all rules")["jobs"].sum()

@@ -1,4 +1,4 @@
-"""The ``crucible`` command line: every Snakemake rule calls one of these verbs (DESIGN.md §2, §6).
+"""The ``crucible`` command line: every Snakemake rule calls one of these verbs (README "What the DAG builds").
 
 Every verb takes ``--config`` (a resolved config file, as the workflow writes it, or a profile file
 merged over ``config/tiny.yaml``) and validates it against the schema before doing any work.
@@ -11,20 +11,14 @@ import sys
 from pathlib import Path
 
 from . import config as cfglib
+from .data.commands import add_data_verbs
 from .errors import InputError, input_errors
 
 __all__ = ["main"]
 
 
 def _load_config(args) -> dict:
-    """The resolved config a rule passes (read as it is), or a profile file merged over ``tiny.yaml``. Batch
-    sizes against ``WORLD_SIZE`` are checked by the training loop for the stage the verb trains."""
-    path, base = Path(args.config), Path(args.config_dir)
-    if path.is_file() and cfglib.is_resolved(path):
-        return cfglib.load(path)
-    if (base / "tiny.yaml").is_file():
-        return cfglib.resolve(base, files=[path])
-    return cfglib.load(path)  # outside the repository: the file must be complete
+    return cfglib.load_for_job(Path(args.config), Path(args.config_dir))
 
 
 def _known(value: str, known, flag: str, where: str) -> None:
@@ -38,67 +32,6 @@ def _pairs(items: list[str], flag: str) -> dict[str, Path]:
     if bad:
         raise InputError(f"{flag}: expected NAME=PATH pairs, got {bad}")
     return {k: Path(v) for k, v in (item.split("=", 1) for item in items)}
-
-
-def _cmd_data_render(args) -> None:
-    from .data.build import render_dataset
-
-    cfg = _load_config(args)
-    manifest = render_dataset(cfg, Path(args.out), threads=args.threads, progress=not args.quiet)
-    n = sum(len(v) for v in manifest["splits"].values())
-    print(f"rendered {n} scenes into {args.out}")
-
-
-def _cmd_data_import(args) -> None:
-    from .data.importer import import_dataset
-
-    cfg = _load_config(args)
-    m = import_dataset(Path(args.root), Path(args.out), cfg["data"], depth_scale=args.depth_scale, force=args.force)
-    print(f"imported {sum(len(v) for v in m['splits'].values())} scenes with conditions {m['conditions']} "
-          f"into {args.out}")
-
-
-def _cmd_data_verify(args) -> None:
-    from .data.dataset import SceneDataset
-    from .data.store import load_manifest, verify
-
-    problems = verify(Path(args.root))
-    if problems:
-        raise SystemExit("dataset verification failed:\n  " + "\n  ".join(problems[:20]))
-    m = load_manifest(Path(args.root))
-    for split in m["splits"]:  # decode every file too: catches files the manifest does not cover
-        ds = SceneDataset(Path(args.root), split, ["image", *m["conditions"]], cache=False)
-        for i in range(len(ds)):
-            ds[i]
-    print(f"{args.root}: {len(m['files'])} files intact")
-
-
-def _cmd_data_pointer(args) -> None:
-    from .data.pointer import dvc_dir_hash, write_pointer
-
-    if args.out:
-        entry = write_pointer(Path(args.root), Path(args.out))
-        print(f"wrote {args.out}: md5 {entry['md5']} ({entry['nfiles']} files)")
-    else:
-        print(dvc_dir_hash(Path(args.root))["md5"])
-
-
-def _cmd_data_compare(args) -> None:
-    from .data.compare import compare_datasets, format_table, load_tolerances
-
-    cmp = compare_datasets(Path(args.a), Path(args.b), load_tolerances(Path(args.tolerances)), subset=args.subset)
-    print(format_table(cmp))
-    if not cmp.ok:
-        raise SystemExit(f"{args.b} does not reproduce {args.a}:\n  " + "\n  ".join(cmp.failures()))
-    print(f"{args.b} reproduces {args.a} within {args.tolerances}")
-
-
-def _cmd_data_tensors(args) -> None:
-    from .data.dataset import Manifest
-    from .data.tensors import pack_split
-
-    for split in args.splits or list(Manifest(Path(args.data)).data["splits"]):  # default: every split there is
-        pack_split(Path(args.data), split, Path(args.out_dir) / f"{split}.safetensors", progress=not args.quiet)
 
 
 def _results(cfg: dict, rows: list[dict], seed: int, tensors: Path, **extra) -> dict:
@@ -185,6 +118,13 @@ def _cmd_scvar_sample(args) -> None:
                  Path(args.out), _pairs(args.cam, "--cam"))
 
 
+def _cmd_scvar_bounds(args) -> None:
+    from .evaluation.bounds import write_bound_samples
+
+    write_bound_samples(_load_config(args), args.variant, Path(args.tokenizer) if args.tokenizer else None,
+                        Path(args.tensors) / "test.safetensors", Path(args.out))
+
+
 def _cmd_judges_fit(args) -> None:
     from .evaluation.judges.fit import fit_judge
     from .provenance import write_json
@@ -197,13 +137,15 @@ def _cmd_judges_fit(args) -> None:
 
 
 def _cmd_evaluate_samples(args) -> None:
+    from .evaluation.bounds import bound_provenance
     from .evaluation.generation import evaluate_samples
     from .provenance import write_json
 
     cfg = _load_config(args)
     test = Path(args.tensors) / "test.safetensors"
     rows = evaluate_samples(cfg, Path(args.samples), test, Path(args.judges), args.variant, args.seed)
-    write_json(_results(cfg, rows, args.seed, test, variant=args.variant), Path(args.out))
+    write_json(_results(cfg, rows, args.seed, test, variant=args.variant, **bound_provenance(args.variant)),
+               Path(args.out))
 
 
 def _cmd_bench(args) -> None:
@@ -259,37 +201,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=func)
         return sp
 
-    data = sub.add_parser("data", help="render, import and verify datasets").add_subparsers(dest="verb", required=True)
-    sp = verb(data, "render", _cmd_data_render, "render the multi-condition dataset with Mitsuba 3")
-    sp.add_argument("--out", required=True)
-    sp.add_argument("--quiet", action="store_true")
-    sp = verb(data, "import", _cmd_data_import, "import <root>/<split>/<image|condition>/<id>.png")
-    sp.add_argument("root")
-    sp.add_argument("--out", required=True)
-    sp.add_argument("--depth-scale", type=float, default=0.001, help="metres per depth-PNG unit (default: mm)")
-    sp.add_argument("--force", action="store_true", help="replace --out when it is a previous import/render")
-    sp = data.add_parser("verify", help="check every file against the manifest and decode it")
-    sp.add_argument("root")
-    sp.set_defaults(func=_cmd_data_verify)
-
-    sp = data.add_parser("pointer", help="DVC content hash of a dataset folder; --out writes a .dvc pointer")
-    sp.add_argument("root")
-    sp.add_argument("--out")
-    sp.set_defaults(func=_cmd_data_pointer)
-
-    sp = data.add_parser("compare", help="two renders kind by kind within tolerances (exit 1 past them)")
-    sp.add_argument("a", help="reference dataset folder")
-    sp.add_argument("b", help="dataset folder compared with it")
-    sp.add_argument("--tolerances", default="evaluation/datasets/tolerances.yaml")
-    sp.add_argument("--subset", action="store_true", help="A holds B's first scenes (a stored reference)")
-    sp.set_defaults(func=_cmd_data_compare)
-
-    sp = data.add_parser("tensors", help="pack splits into safetensors files for fast training")
-    sp.add_argument("--data", required=True)
-    sp.add_argument("--out-dir", required=True)
-    sp.add_argument("--splits", nargs="+", help="default: every split of the dataset (val is optional)")
-    sp.add_argument("--quiet", action="store_true")
-    sp.set_defaults(func=_cmd_data_tensors)
+    add_data_verbs(sub, verb)
 
     cam = sub.add_parser("cam", help="CAM: train, evaluate, hot-plug").add_subparsers(dest="verb", required=True)
     for name, func, help_ in (("train", _cmd_cam_train, "train one CAM variant with one seed"),
@@ -333,6 +245,11 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument(a, required=True)
     sp.add_argument("--seed", type=int, required=True)
     sp.add_argument("--cam", nargs="*", default=[], help="SOURCE=CAM_CHECKPOINT pairs (full pipeline)")
+    sp = verb(scv, "reference-samples", _cmd_scvar_bounds, "floor/ceiling rows: real images or tokenizer recons")
+    sp.add_argument("--variant", required=True, help="real_images | tokenizer_recon (crucible.evaluation.bounds)")
+    sp.add_argument("--tokenizer", help="tokenizer checkpoint (path without suffix); tokenizer_recon only")
+    for a in ("--tensors", "--out"):
+        sp.add_argument(a, required=True)
 
     jdg = sub.add_parser("judges", help="frozen in-domain judges").add_subparsers(dest="verb", required=True)
     sp = verb(jdg, "fit", _cmd_judges_fit, "train one judge on the train split, report its test quality")
@@ -354,7 +271,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, required=True, help="training seed of the benchmarked models")
     sp.add_argument("--quiet", action="store_true")
 
-    sp = sub.add_parser("aggregate", help="tidy table of all results, mean/std/bootstrap CI, paired tests")
+    sp = sub.add_parser("aggregate", help="tidy table of all results, mean/std/Student-t CI, paired tests with Holm")
     sp.add_argument("results", nargs="+", help="eval.json files")
     sp.add_argument("--out-dir", required=True)
     sp.set_defaults(func=_cmd_aggregate)

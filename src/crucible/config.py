@@ -27,7 +27,7 @@ import yaml
 from .errors import InputError
 
 __all__ = ["ConfigError", "Sources", "schema", "validate", "deep_merge", "resolve", "load", "config_hash", "dump",
-           "parse_set"]
+           "parse_set", "typed_config_values"]
 
 
 class ConfigError(InputError):
@@ -198,6 +198,17 @@ def resolve(config_dir: Path, given: dict | None = None, profile_file: Path | No
     return validate(cfg, sources=Sources(layers), world=world)
 
 
+def load_for_job(path: Path, config_dir: Path) -> dict:
+    """The config of a ``crucible`` verb: the resolved file a rule passes, read as it is (:func:`is_resolved`),
+    or a profile file merged over ``config_dir/tiny.yaml``, or, outside the repository, a complete file."""
+    path, config_dir = Path(path), Path(config_dir)
+    if path.is_file() and is_resolved(path):
+        return load(path)
+    if (config_dir / "tiny.yaml").is_file():
+        return resolve(config_dir, files=[path])
+    return load(path)
+
+
 def load(path: Path, world: int = 1) -> dict:
     """Load a resolved config file (as written by Snakemake for the rules) and validate it."""
     return validate(_read_yaml(Path(path)), source=_shown(path), world=world)
@@ -219,6 +230,43 @@ def parse_set(items: Sequence[str]) -> dict:
             value = {part: value}
         out = deep_merge(out, value, keep_nulls=True)
     return out
+
+
+def _typed_scalar(text: str):
+    """One ``--config`` leaf as a config file would read it: int, then float (Snakemake's own order for top-level
+    values, so ``1e-3`` is a float), then a YAML scalar (``true``, ``null``, ...); anything else stays a string."""
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return text if isinstance(value, (dict, list)) else value
+
+
+def typed_config_values(given: dict) -> dict:
+    """Snakemake's ``--config`` values with every string leaf typed (:func:`_typed_scalar`).
+
+    Snakemake parses ``--config KEY=VALUE`` as int, float or ``True``/``False`` and otherwise with YAML's
+    BaseLoader, which keeps the structure but leaves every leaf a string: ``seeds=[0,1]`` arrives as
+    ``['0', '1']`` and ``cam={train: {steps: 5}}`` as ``{'train': {'steps': '5'}}``. Only these values are
+    typed here, not the config files (read with YAML's safe loader). Quotes are lost before this point, so a
+    string that reads as a number becomes the number.
+    """
+
+    def typed(value):
+        if isinstance(value, str):
+            return _typed_scalar(value)
+        if isinstance(value, dict):
+            return {k: typed(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [typed(v) for v in value]
+        return value
+
+    return {key: typed(value) for key, value in given.items()}
 
 
 def config_hash(cfg: dict) -> str:

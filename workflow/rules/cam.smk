@@ -8,6 +8,8 @@ rule tensors:
         expand("{results}/tensors/{split}.safetensors", results=RESULTS, split=DATA_SPLITS),
     log:
         f"logs/{PROFILE}/tensors.log",
+    benchmark:
+        f"benchmarks/{PROFILE}/tensors.tsv",
     params:
         out=lambda wc, output: Path(output[0]).parent,
     conda:
@@ -29,6 +31,8 @@ rule cam_train:
         log=f"{RESULTS}/cam/{{variant}}/seed{{seed}}/loss.csv",
     log:
         f"logs/{PROFILE}/cam_train/{{variant}}_seed{{seed}}.log",
+    benchmark:
+        f"benchmarks/{PROFILE}/cam_train/{{variant}}_seed{{seed}}.tsv",
     params:
         config=CONFIG,
         cam=run_hash("data", cam=None),
@@ -54,6 +58,8 @@ rule cam_eval:
         f"{RESULTS}/cam/{{variant}}/seed{{seed}}/eval.json",
     log:
         f"logs/{PROFILE}/cam_eval/{{variant}}_seed{{seed}}.log",
+    benchmark:
+        f"benchmarks/{PROFILE}/cam_eval/{{variant}}_seed{{seed}}.tsv",
     params:
         config=CONFIG,
         cam=run_hash("data", cam=None),
@@ -79,6 +85,8 @@ rule cam_hotplug:
         f"{RESULTS}/cam/hotplug/{{condition}}/n{{n}}/seed{{seed}}.json",
     log:
         f"logs/{PROFILE}/cam_hotplug/{{condition}}_n{{n}}_seed{{seed}}.log",
+    benchmark:
+        f"benchmarks/{PROFILE}/cam_hotplug/{{condition}}_n{{n}}_seed{{seed}}.tsv",
     params:
         config=CONFIG,
         cam=run_hash("data", cam="full"),

@@ -9,9 +9,11 @@ from crucible.data.build import render_config
 from crucible.run_config import run_key
 
 # tiny.yaml <- config/<profile>.yaml <- each --configfile in order <- --config values, rebuilt from what Snakemake
-# was given so that every schema or cross-key problem names the file (or --config) that set the key
+# was given so that every schema or cross-key problem names the file (or --config) that set the key; --config
+# leaves arrive as strings (seeds=[0,1] is ['0', '1']) and are typed as a config file would read them
 config = cfglib.resolve(Path(workflow.basedir) / "config", files=list(workflow.config_settings.configfiles),
-                        given=dict(workflow.config_settings.config), given_source="--config values")
+                        given=cfglib.typed_config_values(dict(workflow.config_settings.config)),
+                        given_source="--config values")
 validate(config, "../schemas/config.schema.yaml")
 
 PROFILE = config["profile"]
@@ -62,6 +64,15 @@ def run_hash(*keys, **stages):
         return run_key(config, {stage: fixed or wildcards.variant for stage, fixed in stages.items()}, keys)
 
     return param
+
+
+def bound_tokenizer(wildcards):
+    """The tokenizer checkpoint, for the reconstructions only (the real images need none)."""
+    return {"tokenizer": [rules.tokenizer_train.output.model] if wildcards.variant == "tokenizer_recon" else []}
+
+
+def bound_tokenizer_flag(wildcards, input):
+    return f"--tokenizer {input.tokenizer[0].removesuffix('.safetensors')}" if input.tokenizer else ""
 
 
 def scvar_base(wildcards):

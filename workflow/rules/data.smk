@@ -13,6 +13,8 @@ if SOURCE["kind"] == "render":
             directory(DATA),
         log:
             f"logs/{PROFILE}/render_dataset.log",
+        benchmark:
+            f"benchmarks/{PROFILE}/render_dataset.tsv",
         params:
             config=CONFIG,
             render=cfglib.config_hash(render_config(config)),
@@ -33,6 +35,8 @@ else:
             directory(DATA),
         log:
             f"logs/{PROFILE}/import_dataset.log",
+        benchmark:
+            f"benchmarks/{PROFILE}/import_dataset.tsv",
         params:
             config=CONFIG,
             root=str(Path(SOURCE["root"]).resolve()),  # relative to the working directory; `..` allowed
@@ -58,6 +62,8 @@ rule dataset_figure:
         pdf=f"{PAPER}/figures/dataset.pdf",
     log:
         f"logs/{PROFILE}/dataset_figure.log",
+    benchmark:
+        f"benchmarks/{PROFILE}/dataset_figure.tsv",
     params:
         config=CONFIG,
         figures=section_hash("figures"),

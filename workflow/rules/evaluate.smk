@@ -11,6 +11,8 @@ rule judge_fit:
         quality=f"{RESULTS}/judges/{{kind}}.json",
     log:
         f"logs/{PROFILE}/judge_fit/{{kind}}.log",
+    benchmark:
+        f"benchmarks/{PROFILE}/judge_fit/{{kind}}.tsv",
     wildcard_constraints:
         kind="|".join(JUDGE_KINDS),
     params:
@@ -38,6 +40,8 @@ rule scvar_eval:
         f"{SCVAR_DIR}/{{variant}}/seed{{seed}}/eval.json",
     log:
         f"logs/{PROFILE}/scvar_eval/{{variant}}_seed{{seed}}.log",
+    benchmark:
+        f"benchmarks/{PROFILE}/scvar_eval/{{variant}}_seed{{seed}}.tsv",
     params:
         config=CONFIG,
         section=section_hash("evaluation"),
@@ -56,9 +60,11 @@ rule scvar_eval:
         " --threads {threads} 2> {log}"
 
 
+# the floor/ceiling sample sets (crucible.evaluation.bounds), evaluated like a variant's, first seed only
+SCVAR_BOUND_EVALS = expand(f"{SCVAR_DIR}/{{variant}}/seed{SEEDS[0]}/eval.json", variant=SCVAR_BOUNDS)
 EVAL_RESULTS = expand(f"{RESULTS}/judges/{{kind}}.json", kind=JUDGE_KINDS) + expand(
     f"{SCVAR_DIR}/{{variant}}/seed{{seed}}/eval.json", variant=SCVAR_VARIANTS, seed=SEEDS
-)
+) + SCVAR_BOUND_EVALS
 
 rule bench:
     input:
@@ -69,6 +75,8 @@ rule bench:
         f"{RESULTS}/speed/bench.json",
     log:
         f"logs/{PROFILE}/bench.log",
+    benchmark:
+        f"benchmarks/{PROFILE}/bench.tsv",
     params:
         config=CONFIG,
         section=run_hash("evaluation", "data", scvar="uncond", cam="full"),  # timings, sampling, CAM size
@@ -93,6 +101,7 @@ ALL_EVALS = (
     + [f"{TOK}/eval.json"]
     + expand(f"{RESULTS}/judges/{{kind}}.json", kind=JUDGE_KINDS)
     + expand(f"{SCVAR_DIR}/{{variant}}/seed{{seed}}/eval.json", variant=SCVAR_VARIANTS, seed=SEEDS)
+    + SCVAR_BOUND_EVALS
     + [f"{RESULTS}/speed/bench.json"]
 )
 
@@ -106,6 +115,8 @@ rule aggregate:
         paired=f"{RESULTS}/paired.csv",
     log:
         f"logs/{PROFILE}/aggregate.log",
+    benchmark:
+        f"benchmarks/{PROFILE}/aggregate.tsv",
     params:
         out=lambda wc, output: Path(output.summary).parent,
     conda:

@@ -12,6 +12,8 @@ rule dvc_metrics:
         plots=directory(f"{RESULTS}/plots"),
     log:
         f"logs/{PROFILE}/dvc_metrics.log",
+    benchmark:
+        f"benchmarks/{PROFILE}/dvc_metrics.tsv",
     params:
         results=lambda wc, input: Path(input.summary).parent,
     conda:
@@ -29,6 +31,8 @@ rule dvc_plots_template:
         ".dvc/plots/offline.html",
     log:
         f"logs/{PROFILE}/dvc_plots_template.log",
+    benchmark:
+        f"benchmarks/{PROFILE}/dvc_plots_template.tsv",
     conda:
         ENV
     resources:

@@ -28,6 +28,8 @@ rule paper_tables:
         index=f"{PAPER}/tables/index.md",
     log:
         f"logs/{PROFILE}/paper_tables.log",
+    benchmark:
+        f"benchmarks/{PROFILE}/paper_tables.tsv",
     params:
         config=CONFIG,
         section=section_hash("data", "cam", "scvar"),
@@ -56,6 +58,8 @@ rule paper_figure_hotplug:
         pdf=f"{PAPER}/figures/hotplug.pdf",
     log:
         f"logs/{PROFILE}/paper_figure/hotplug.log",
+    benchmark:
+        f"benchmarks/{PROFILE}/paper_figure_hotplug.tsv",
     params:
         config=CONFIG,
         results=lambda wc, input: Path(input.summary).parent,
@@ -83,6 +87,8 @@ rule paper_figure_ecfm:
         pdf=f"{PAPER}/figures/ecfm.pdf",
     log:
         f"logs/{PROFILE}/paper_figure/ecfm.log",
+    benchmark:
+        f"benchmarks/{PROFILE}/paper_figure_ecfm.tsv",
     params:
         config=CONFIG,
         section=section_hash("scvar"),
@@ -112,6 +118,8 @@ rule paper_figure_curves:
         pdf=f"{PAPER}/figures/curves.pdf",
     log:
         f"logs/{PROFILE}/paper_figure/curves.log",
+    benchmark:
+        f"benchmarks/{PROFILE}/paper_figure_curves.tsv",
     params:
         config=CONFIG,
         results=lambda wc, input: Path(input.tokenizer).parents[1],
@@ -140,6 +148,8 @@ rule paper_figure_qualitative:
         pdf=f"{PAPER}/figures/qualitative.pdf",
     log:
         f"logs/{PROFILE}/paper_figure/qualitative.log",
+    benchmark:
+        f"benchmarks/{PROFILE}/paper_figure_qualitative.tsv",
     params:
         config=CONFIG,
         results=lambda wc, input: Path(input.tensors).parents[1],
@@ -163,3 +173,34 @@ PAPER_RESULTS = (
     + [f"{PAPER}/tables/index.md"]
     + expand(f"{PAPER}/figures/{{name}}.{{ext}}", name=PAPER_FIGURES, ext=["png", "pdf"])
 )
+
+
+# Runtime per rule (crucible.paper.runtime) from the benchmark file of every job. Its input is every other result
+# of the DAG (Snakefile, DAG_RESULTS), so it runs last, when every job of the run has written its benchmark file;
+# it has no benchmark of its own (it would read its own previous one).
+RUNTIME_RESULTS = expand(f"{PAPER}/tables/runtime.{{ext}}", ext=["md", "csv", "tex", "html"])
+
+
+rule runtime_table:
+    input:
+        lambda wc: DAG_RESULTS,
+    output:
+        expand(f"{PAPER}/tables/runtime.{{ext}}", ext=["md", "csv", "tex"]),
+        html=report(
+            f"{PAPER}/tables/runtime.html",
+            caption="../report/table_runtime.rst",
+            category="Tables",
+            labels={"table": "runtime"},
+        ),
+    log:
+        f"logs/{PROFILE}/runtime_table.log",
+    params:
+        benchmarks=f"benchmarks/{PROFILE}",
+        out=lambda wc, output: Path(output.html).parent,
+    conda:
+        ENV
+    resources:
+        mem_mb=500,
+        runtime=2,
+    shell:
+        "crucible paper runtime --benchmarks {params.benchmarks} --out {params.out} 2> {log}"

@@ -1,4 +1,5 @@
 # Stage: tokenizer and SCVAR — tokenizer, unconditional base, every (variant, seed), sampling.
+from crucible.evaluation.bounds import BOUNDS
 
 
 rule tokenizer_train:
@@ -10,6 +11,8 @@ rule tokenizer_train:
         log=f"{TOK}/loss.csv",
     log:
         f"logs/{PROFILE}/tokenizer_train.log",
+    benchmark:
+        f"benchmarks/{PROFILE}/tokenizer_train.tsv",
     params:
         config=CONFIG,
         section=section_hash("tokenizer", "seeds"),
@@ -37,6 +40,8 @@ rule tokenizer_eval:
         f"{TOK}/eval.json",
     log:
         f"logs/{PROFILE}/tokenizer_eval.log",
+    benchmark:
+        f"benchmarks/{PROFILE}/tokenizer_eval.tsv",
     params:
         config=CONFIG,
         section=section_hash("tokenizer", "evaluation"),
@@ -63,6 +68,8 @@ rule tokenize:
         f"{TOK}/tokens_train.safetensors",
     log:
         f"logs/{PROFILE}/tokenize.log",
+    benchmark:
+        f"benchmarks/{PROFILE}/tokenize.tsv",
     params:
         config=CONFIG,
         section=section_hash("tokenizer"),
@@ -93,6 +100,8 @@ rule scvar_train:
         log=f"{SCVAR_DIR}/{{variant}}/seed{{seed}}/loss.csv",
     log:
         f"logs/{PROFILE}/scvar_train/{{variant}}_seed{{seed}}.log",
+    benchmark:
+        f"benchmarks/{PROFILE}/scvar_train/{{variant}}_seed{{seed}}.tsv",
     params:
         config=CONFIG,
         section=run_hash("tokenizer", "data", scvar=None),
@@ -124,6 +133,8 @@ rule scvar_sample:
         f"{SCVAR_DIR}/{{variant}}/seed{{seed}}/samples.safetensors",
     log:
         f"logs/{PROFILE}/scvar_sample/{{variant}}_seed{{seed}}.log",
+    benchmark:
+        f"benchmarks/{PROFILE}/scvar_sample/{{variant}}_seed{{seed}}.tsv",
     params:
         config=CONFIG,
         section=run_hash("data", scvar=None, cam="full"),
@@ -142,6 +153,44 @@ rule scvar_sample:
         "crucible scvar sample --config {params.config} --seed {wildcards.seed} --model {params.model}"
         " --tokenizer {params.tokenizer} --tensors {params.tensors} --out {output} --cam {params.cams}"
         " --threads {threads} 2> {log}"
+
+
+# floor and ceiling rows of the generation tables: the real test images and the tokenizer's reconstructions of
+# the sampled scenes, written where a variant's samples go (first seed only: no training seed is involved)
+SCVAR_BOUNDS = list(BOUNDS)
+
+
+rule scvar_bounds_samples:
+    input:
+        unpack(bound_tokenizer),
+        tensors=rules.tensors.output,
+    output:
+        f"{SCVAR_DIR}/{{variant}}/seed{{seed}}/samples.safetensors",
+    log:
+        f"logs/{PROFILE}/scvar_bounds_samples/{{variant}}_seed{{seed}}.log",
+    benchmark:
+        f"benchmarks/{PROFILE}/scvar_bounds_samples/{{variant}}_seed{{seed}}.tsv",
+    wildcard_constraints:
+        variant="|".join(SCVAR_BOUNDS),
+    params:
+        config=CONFIG,
+        section=section_hash("data", "tokenizer"),
+        scenes=config["scvar"]["sample"]["scenes"],
+        tensors=tensor_dir,
+        tokenizer=bound_tokenizer_flag,
+    threads: 1
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=10,
+        gpu=0,
+    shell:
+        "crucible scvar reference-samples --config {params.config} --variant {wildcards.variant}"
+        " --tensors {params.tensors} {params.tokenizer} --out {output} --threads {threads} 2> {log}"
+
+
+ruleorder: scvar_bounds_samples > scvar_sample
 
 
 SCVAR_VARIANTS = list(config["scvar"]["variants"])

@@ -42,6 +42,7 @@ __all__ = [
     "judge_features",
     "unavailable",
     "missing_weights_reason",
+    "check_sample_counts",
     "distribution_metrics",
     "inception_metrics",
 ]
@@ -211,10 +212,27 @@ class _U8Dataset(Dataset):
         return self.img_u8_N3HW[i]
 
 
+def check_sample_counts(n_real: int, n_fake: int, kid_subset_size: int, pr_k: int) -> None:
+    """Refuse set sizes the metrics are undefined for, naming the numbers: FID's covariance and KID's unbiased
+    MMD need at least 2 images per set (and per KID subset); precision/recall's k-NN radius of an image is the
+    distance to its k-th nearest *other* image of its set, so each set needs more than ``pr_k`` images."""
+    sizes = f"n_real = {n_real}, n_fake = {n_fake}"
+    if min(n_real, n_fake) < 2:
+        raise ValueError(f"FID/KID need at least 2 images in each set, got {sizes}")
+    if kid_subset_size < 2:
+        raise ValueError(f"kid_subset_size = {kid_subset_size}: KID's unbiased MMD needs subsets of at least 2")
+    if pr_k < 1:
+        raise ValueError(f"pr_k = {pr_k}: precision/recall need k >= 1 nearest neighbours")
+    if min(n_real, n_fake) <= pr_k:
+        raise ValueError(f"precision/recall with pr_k = {pr_k} need the k-th nearest other image of each set, "
+                         f"so more than {pr_k} images per set; got {sizes}")
+
+
 def _calculate(
     real_u8, fake_u8, extractor: str, kid_subset_size, pr_k, kid_subsets, seed, batch_size, **extra
 ):
     real, fake = _check_u8(real_u8, "real_u8"), _check_u8(fake_u8, "fake_u8")
+    check_sample_counts(len(real), len(fake), kid_subset_size, pr_k)
     m = min(kid_subset_size, len(real), len(fake))  # torch-fidelity refuses subsets larger than the sets
     # torch-fidelity's convention: input1 generated, input2 real (precision: fakes inside the real manifold)
     raw = torch_fidelity.calculate_metrics(
@@ -242,6 +260,7 @@ def _calculate(
         "n_fake": len(fake),
         "kid_subsets": kid_subsets,
         "kid_subset_size": m,
+        "kid_subset_size_requested": kid_subset_size,
         "pr_k": pr_k,
         "seed": seed,
         "torch_fidelity": torch_fidelity.__version__,
@@ -261,7 +280,9 @@ def distribution_metrics(
     """FID, KID (mean, std over subsets), precision, recall, F-score in a registered judge's feature space.
 
     Images are uint8 (N, 3, H, W); CUDA is used when ``real_u8`` is on CUDA. ``kid_subset_size`` is clipped to
-    the set sizes and the size used is recorded.
+    the set sizes; the record carries the size used (``kid_subset_size``), the size asked
+    (``kid_subset_size_requested``), ``n_real``, ``n_fake`` and ``pr_k``. Sets too small for the metrics raise
+    ValueError (``check_sample_counts``).
     """
     if backbone not in _JUDGES:
         raise ValueError(f"backbone {backbone!r} is not registered; call register_judge first")

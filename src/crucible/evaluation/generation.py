@@ -10,7 +10,13 @@ or none for ``uncond``):
   from each generated image and score them against the scene's true maps (depth RMSE in metres on
   valid pixels, normal angular error, mIoU); canny is re-extracted with the dataset's own function and
   scored against the scene's canny map (boundary F1, 1-px tolerance);
-- CLIP-I-style similarity: cosine of judge-encoder embeddings, generated vs reference image of the scene.
+- CLIP-I-style similarity: cosine of judge-encoder embeddings, generated vs reference image of the scene;
+- colour (colour.py): ``saturation_ratio``, the samples' mean saturation over the real images of the same scenes
+  (a distribution-level check: grey samples give 0), and ``chroma_error``, the CIELAB a*b* distance of each sample
+  to the reference image of its scene (meaningful for conditioned samples, which share the scene's layout; for
+  ``uncond`` it is the level of unrelated pairs).
+
+Distribution rows carry the sample counts behind them: ``n_real``, ``n_fake``, the KID subset size used, ``pr_k``.
 
 A metric whose judge is unavailable (the data has no normal or segmentation maps, or no scene parameters for
 the encoder; see ``judges/fit.py``) is an ``unavailable`` row with the judge's reason, never a number.
@@ -24,6 +30,8 @@ import torch
 
 from ..data.tensors import SplitTensors
 from ..errors import InputError, read_tensors
+from .bounds import stage_of
+from .colour import GREY_REASON, colour_metrics
 from .control import canny_edges_batch, canny_f1, clip_i_similarity, depth_rmse, normal_angular_error_deg, seg_miou
 from .fidelity import distribution_metrics, inception_metrics, judge_features, register_judge
 from .judges.train import load_available_judge
@@ -32,6 +40,7 @@ from .pretrained import clip_similarity
 __all__ = ["JUDGE_BACKBONE", "load_samples", "evaluate_samples"]
 
 JUDGE_BACKBONE = "judge-encoder"
+SAMPLE_COUNTS = ("n_real", "n_fake", "kid_subset_size", "pr_k")  # what a distribution row's value rests on
 
 
 RESAMPLE = "delete it and rerun `crucible scvar sample` (the workflow's scvar_sample rule)"
@@ -55,7 +64,7 @@ def _dense(judge, img_u8: torch.Tensor, batch: int = 100) -> torch.Tensor:
 
 
 def _row(variant, seed, source, metric, value, backbone=None, status="ok", reason=None) -> dict:
-    return {"stage": "scvar", "variant": variant, "seed": seed, "condition": source, "metric": metric,
+    return {"stage": stage_of(variant), "variant": variant, "seed": seed, "condition": source, "metric": metric,
             "value": None if value is None else float(value), "backbone": backbone, "status": status,
             "reason": reason}
 
@@ -96,13 +105,16 @@ def evaluate_samples(cfg: dict, samples: Path, test: Path, judges: Path, variant
             dm = distribution_metrics(real_all, fake, JUDGE_BACKBONE, kid_subset_size=ev["kid_subset_size"],
                                       pr_k=ev["pr_k"])
             for k in ("fid", "kid_mean", "kid_std", "precision", "recall"):
-                rows.append(_row(variant, seed, source, k, dm[k], JUDGE_BACKBONE))
+                rows.append(_row(variant, seed, source, k, dm[k], JUDGE_BACKBONE) | {c: dm[c] for c in SAMPLE_COUNTS})
         inc = inception_metrics(real_all, fake, ev["inception_weights"])
         for k in ("fid", "kid_mean", "precision", "recall"):
             if inc.get("status") == "unavailable":
                 rows.append(_row(variant, seed, source, k, None, "inception-v3", "unavailable", inc["reason"]))
             else:
-                rows.append(_row(variant, seed, source, k, inc[k], "inception-v3"))
+                rows.append(_row(variant, seed, source, k, inc[k], "inception-v3") | {c: inc[c] for c in SAMPLE_COUNTS})
+        for k, v in colour_metrics(fake, real_all[idx]).items():  # against the real images of the same scenes
+            rows.append(_row(variant, seed, source, k, v) if v is not None
+                        else _row(variant, seed, source, k, None, status="unavailable", reason=GREY_REASON))
         clip = clip_similarity(fake, real_all[idx], ev["clip_weights"], ev["clip_arch"])
         if clip.get("status") == "unavailable":
             rows.append(_row(variant, seed, source, "clip_i", None, "clip", "unavailable", clip["reason"]))

@@ -1,9 +1,14 @@
-"""Tokenizer reconstruction quality (issue 5): PSNR/SSIM/codebook use plus reconstruction FID/KID/PR.
+"""Tokenizer reconstruction quality (issue 5): PSNR/SSIM/codebook use, colour, plus reconstruction FID/KID/PR.
 
 Reconstruction FID compares the tokenizer's reconstructions of the test images with the test images
 themselves, in the same frozen judge-encoder feature space as the generation FID (and in Inception's
 when its weights are configured; otherwise an explicit "unavailable" row with the reason). It bounds
 what any SCVAR variant can reach: generated images are decoded by this very tokenizer.
+
+PSNR is carried by luminance; ``saturation_ratio`` (reconstructions' mean saturation over the test images') and
+``chroma_error`` (CIELAB a*b* distance to the same test image, colour.py) say whether colour survives. Both are
+computed on the uint8 reconstructions, as the FID rows and SCVAR's samples are. Distribution rows carry the
+sample counts behind them (``n_real``, ``n_fake``, the KID subset size used, ``pr_k``).
 """
 
 from __future__ import annotations
@@ -14,12 +19,14 @@ import torch
 
 from ..data.tensors import SplitTensors
 from ..train.tokenizer import eval_tokenizer, reconstruct_split
+from .colour import GREY_REASON, colour_metrics
 from .fidelity import distribution_metrics, inception_metrics, register_judge
 from .judges.train import load_available_judge
 
 __all__ = ["tokenizer_rows"]
 
 JUDGE_BACKBONE = "judge-encoder"
+SAMPLE_COUNTS = ("n_real", "n_fake", "kid_subset_size", "pr_k")  # what a distribution row's value rests on
 
 
 def _row(seed: int, metric: str, value, backbone: str | None = None, status: str = "ok",
@@ -34,11 +41,13 @@ def tokenizer_rows(cfg: dict, vq, test: Path, judges: Path | None) -> list[dict]
     data = SplitTensors(test)
     batch = cfg["tokenizer"]["eval"]["batch_size"]
     rows = [_row(seed, k, v) for k, v in eval_tokenizer(vq, data, batch).items()]
-    if judges is None:
-        return rows
     real = data.raw["image"].permute(0, 3, 1, 2).contiguous()
     with torch.no_grad():
         recon = reconstruct_split(vq, data, batch)
+    rows += [_row(seed, k, v) if v is not None else _row(seed, k, None, status="unavailable", reason=GREY_REASON)
+             for k, v in colour_metrics(recon, real).items()]
+    if judges is None:
+        return rows
     encoder, why = load_available_judge(Path(judges) / "encoder.safetensors")
     if encoder is None:  # e.g. imported data: no scene parameters to train the judge encoder on
         rows += [_row(seed, f"recon_{k}", None, JUDGE_BACKBONE, "unavailable", why)
@@ -47,11 +56,13 @@ def tokenizer_rows(cfg: dict, vq, test: Path, judges: Path | None) -> list[dict]
         register_judge(JUDGE_BACKBONE, encoder)
         dm = distribution_metrics(real, recon, JUDGE_BACKBONE, kid_subset_size=ev["kid_subset_size"],
                                   pr_k=ev["pr_k"])
-        rows += [_row(seed, f"recon_{k}", dm[k], JUDGE_BACKBONE) for k in ("fid", "kid_mean", "precision", "recall")]
+        counts = {k: dm[k] for k in SAMPLE_COUNTS}
+        rows += [_row(seed, f"recon_{k}", dm[k], JUDGE_BACKBONE) | counts
+                 for k in ("fid", "kid_mean", "precision", "recall")]
     inc = inception_metrics(real, recon, ev["inception_weights"])
     for k in ("fid", "kid_mean"):
         if inc.get("status") == "unavailable":
             rows.append(_row(seed, f"recon_{k}", None, "inception-v3", "unavailable", inc["reason"]))
         else:
-            rows.append(_row(seed, f"recon_{k}", inc[k], "inception-v3"))
+            rows.append(_row(seed, f"recon_{k}", inc[k], "inception-v3") | {c: inc[c] for c in SAMPLE_COUNTS})
     return rows

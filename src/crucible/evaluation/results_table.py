@@ -4,7 +4,8 @@
 condition, metric, value, backbone, status, n_train). ``summary.csv``: mean ± std, n and a Student-t 95% CI
 over seeds per (stage, variant, condition, metric, backbone, n). ``paired.csv``: each variant against its
 stage's reference variant on the seeds both have (paired t-test, Holm-adjusted p). Unavailable metrics stay in
-``results.csv`` with their reason and never enter the statistics.
+``results.csv`` with their reason and never enter the statistics. The floor/ceiling sample sets (stage
+``scvar_bounds``, evaluation/bounds.py) are summarised but have no reference, so they are never paired.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..config import load_for_job
 from ..errors import InputError
 
 __all__ = ["FIGURES", "add_paper_verbs"]
@@ -13,9 +14,7 @@ FIGURES = ("hotplug", "ecfm", "curves", "qualitative")
 
 
 def _load_config(args) -> dict:
-    from ..cli import _load_config as load
-
-    return load(args)
+    return load_for_job(Path(args.config), Path(args.config_dir))
 
 
 def _cmd_tables(args) -> None:
@@ -52,12 +51,22 @@ def _cmd_figure(args) -> None:
     print("wrote " + " ".join(map(str, paths)))
 
 
+def _cmd_runtime(args) -> None:
+    from .runtime import write_runtime_table
+
+    table = write_runtime_table(Path(args.benchmarks), Path(args.out))
+    print(f"wrote the runtime of {int(table['jobs'].iloc[-1]) if len(table) else 0} jobs to {args.out}/runtime.*")
+
+
 def add_paper_verbs(sub, verb) -> None:
     """Register the ``paper`` group on the CLI's subparsers; ``verb`` is the CLI's own verb factory (adds
     --config, --config-dir, --threads)."""
     paper = sub.add_parser("paper", help="paper tables and figures").add_subparsers(dest="verb", required=True)
     sp = verb(paper, "tables", _cmd_tables, "every table as Markdown, LaTeX (booktabs), CSV and HTML")
     sp.add_argument("--results-dir", required=True, help="folder with summary.csv and paired.csv")
+    sp.add_argument("--out", required=True, help="output folder (paper/tables)")
+    sp = verb(paper, "runtime", _cmd_runtime, "runtime per rule from Snakemake's benchmark files (md, csv, tex, html)")
+    sp.add_argument("--benchmarks", required=True, help="benchmarks/<profile>: one TSV per job")
     sp.add_argument("--out", required=True, help="output folder (paper/tables)")
     sp = verb(paper, "figure", _cmd_figure, "one figure as PNG and PDF")
     sp.add_argument("name", choices=FIGURES)

@@ -53,6 +53,9 @@ METRICS: dict[str, tuple[str, str]] = {
     "psnr": ("PSNR", "dB"),
     "ssim": ("SSIM", ""),
     "usage_all": ("codebook usage", ""),
+    # colour (tokenizer reconstructions and SCVAR samples vs the real images of the same scenes)
+    "saturation_ratio": ("saturation ratio", ""),
+    "chroma_error": ("chroma error (CIELAB a*b*)", ""),
     # judges' own test quality
     "rmse": ("depth RMSE", "m"),
     "angular_error_deg": ("angular error", "°"),

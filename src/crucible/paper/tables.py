@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from ..evaluation.bounds import BOUND_SOURCE, BOUNDS_STAGE
 from ..provenance import write_text
 from .metrics import METRICS, arrow, label, unit
 from .render import to_markdown, write_table
@@ -24,7 +25,12 @@ SCVAR_METRICS = ["fid", "kid_mean", "precision", "recall", "clip_i", "ctrl_depth
 SCVAR_HIDDEN = {"kid_std"}  # the KID's spread over its subsets: a property of the estimate, not of the model
 CONTROL_METRICS = ["ctrl_depth_rmse", "fid"]  # per condition source
 SPEED_IN_ABLATION = ["cond_gflops_per_image", "gflops_per_image", "latency_b1_ms"]  # repeated in the ablation
-KNOWN_STAGES = {"cam", "cam_baseline", "cam_hotplug", "scvar", "speed", "judge", "tokenizer"}
+KNOWN_STAGES = {"cam", "cam_baseline", "cam_hotplug", "scvar", BOUNDS_STAGE, "speed", "judge", "tokenizer"}
+# the floor/ceiling sample sets (evaluation/bounds.py): labelled rows under the variants, never ranked
+BOUND_LABELS = {"real_images": "real images (floor)", "tokenizer_recon": "tokenizer reconstruction (ceiling)"}
+BOUND_NOTE = (" Floor/ceiling rows (not ranked, no test): the real test images of the same scenes and the frozen "
+              "tokenizer's reconstructions of them, scored by the same judges against the same reference; one "
+              "sample set each, independent of the training seed.")
 GT_SOURCE, NO_SOURCE = "gt_depth", "none"
 
 
@@ -163,6 +169,11 @@ def _source(df, variant: str) -> str:
     return GT_SOURCE if GT_SOURCE in conds else NO_SOURCE if NO_SOURCE in conds else sorted(conds)[0]
 
 
+def _bounds(res: Results) -> list[str]:
+    present = set(res.stage(BOUNDS_STAGE)["variant"])
+    return [b for b in BOUND_LABELS if b in present]
+
+
 def _columns(df, metrics_first: list[str], hidden=frozenset()) -> list[tuple[str, str]]:
     """(metric, backbone) pairs found in ``df``, the listed metrics first."""
     pairs = list(dict.fromkeys(zip(df["metric"], df["backbone"], strict=True)))
@@ -188,13 +199,19 @@ def scvar_ablation(res: Results, cfg: dict) -> Table:
     cols = [("speed" if st == "speed" else (b if b != "-" else ""),
              head(m, st) + (f" [{cnd}]" if cnd not in (None, "-") else "")) for m, b, st, cnd in pairs]
 
+    bounds = _bounds(res)
+
     def key_of(r, c):
         m, b, st, cnd = pairs[c]
+        if r >= len(variants):  # a floor/ceiling row: no model, so no speed
+            return None if st == "speed" else Key(BOUNDS_STAGE, bounds[r - len(variants)], BOUND_SOURCE, m, b)
         return Key(st, variants[r], cnd if st == "speed" else src[variants[r]], m, backbone=b)
 
     note = ("Column groups name the metric backbone (the DAG's frozen in-domain judges; opencv-canny re-extracts "
             "edges). Conditional variants sample from ground-truth depth, `uncond` without a condition.")
-    return _grid(name, title, ["variant"], [(v,) for v in variants], cols, key_of, note=note)
+    rows = [(v,) for v in variants] + [(BOUND_LABELS[b],) for b in bounds]
+    return _grid(name, title, ["variant"], rows, cols, key_of, note=note + (BOUND_NOTE if bounds else ""),
+                 outside=set(range(len(variants), len(rows))))
 
 
 def scvar_control(res: Results, cfg: dict) -> Table:
@@ -210,14 +227,21 @@ def scvar_control(res: Results, cfg: dict) -> Table:
     cols = [(f"{head(m, 'scvar')} [{b}]" if b != "-" else head(m, "scvar"), "GT depth" if s == GT_SOURCE else s)
             for m, b in pairs for s in sources]
 
+    bounds = _bounds(res)
+
     def key_of(r, c):
         (m, b), s = pairs[c // len(sources)], sources[c % len(sources)]
+        if r >= len(variants):  # a perfect pipeline draws the scene's real image from any source
+            return Key(BOUNDS_STAGE, bounds[r - len(variants)], BOUND_SOURCE, m, backbone=b)
         v = variants[r]
         return Key("scvar", v, NO_SOURCE if _source(df, v) == NO_SOURCE else s, m, backbone=b)
 
     note = ("Seen types are aligned to depth by the `full` CAM, held-out ones by their hot-plugged E_new; "
             "`uncond` ignores the condition (the same samples in every column).")
-    return _grid(name, title, ["variant"], [(v,) for v in variants], cols, key_of, note=note)
+    if bounds:
+        note += BOUND_NOTE + " They hold the same numbers in every column."
+    rows = [(v,) for v in variants] + [(BOUND_LABELS[b],) for b in bounds]
+    return _grid(name, title, ["variant"], rows, cols, key_of, note=note, outside=set(range(len(variants), len(rows))))
 
 
 # --- generic stages, judges, tokenizer, speed -------------------------------------------------------------------
