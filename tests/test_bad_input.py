@@ -1,4 +1,4 @@
-"""Bad input, in one place (issue 7): every case stops with an error that names the offending key, file,
+"""Bad input, in one place: every case stops with an error that names the offending key, file,
 tensor or condition, and leaves finished results and checkpoints as they were; no pickle is ever loaded.
 
 Several cases have detailed tests next to their module (test_config, test_data, test_import, test_train_loop,

@@ -111,7 +111,7 @@ def test_flow_inverse_reconstructs_z0(channels, steps):
     h = torch.randn(3, 3, 4, 4, dtype=torch.float64)
     zK, _ = flow(z0, h)
     assert (zK - z0).abs().max() > 1e-2  # the flow really transforms
-    # float64: the round trip is exact to rounding; 1e-10 is far inside the 1e-5 the issue asks for
+    # float64: the round trip is exact to rounding; 1e-10 is far inside a 1e-5 tolerance
     torch.testing.assert_close(flow.inverse(zK, h), z0, atol=1e-10, rtol=0)
 
 

@@ -1,4 +1,4 @@
-"""CAM training/eval/hot-plug glue on a small rendered dataset: determinism and bad input (issue 3)."""
+"""CAM training/eval/hot-plug glue on a small rendered dataset: determinism and bad input."""
 
 import json
 from pathlib import Path

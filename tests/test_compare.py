@@ -1,4 +1,4 @@
-"""`crucible compare` / `crucible baseline update` / DVC export against the stored smoke baseline (issue 6)."""
+"""`crucible compare` / `crucible baseline update` / DVC export against the stored smoke baseline."""
 
 import json
 import math

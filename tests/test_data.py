@@ -1,4 +1,4 @@
-"""Renderer determinism, derived conditions, on-disk format and the torch datasets (issue 2 §4, §5)."""
+"""Renderer determinism, derived conditions, on-disk format and the torch datasets (docs/design.md §4)."""
 
 import json
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Data-parallel training under torchrun (issue 7): 2 gloo processes on CPU reach the weights of 1 process
+"""Data-parallel training under torchrun: 2 gloo processes on CPU reach the weights of 1 process
 with the same global batch (the real CLI under the real launcher); a batch that does not split evenly over
 the processes is refused before any step."""
 

@@ -1,4 +1,4 @@
-"""Determinism (issue 7): the same seed and config give a bit-identical results JSON on CPU, run twice in
+"""Determinism: the same seed and config give a bit-identical results JSON on CPU, run twice in
 fresh processes through the CLI the Snakemake rules call (train, then evaluate), deterministic algorithms on.
 
 tests/test_cam_pipeline.py compares evaluation rows within one process; this test compares the files two

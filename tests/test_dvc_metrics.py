@@ -1,4 +1,4 @@
-"""dvc.yaml's metrics and plots (issue 6): what it declares exists or is written by the DAG, and `dvc metrics
+"""dvc.yaml's metrics and plots: what it declares exists or is written by the DAG, and `dvc metrics
 diff` reads it — checked in a scratch git repository holding the project's dvc.yaml."""
 
 import json

@@ -1,4 +1,4 @@
-"""environment.yml (conda) and pyproject.toml (pip) pin the same packages (issue 2 §2)."""
+"""environment.yml (conda) and pyproject.toml (pip) pin the same packages (README "Set-up")."""
 
 import tomllib
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""The DAG's tidy results table: statistics over seeds, unavailable metrics kept out of them (issue 5)."""
+"""The DAG's tidy results table: statistics over seeds, unavailable metrics kept out of them."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""Tokenizer/SCVAR training glue on a small rendered dataset: base → variant, sampling, bad input (issue 4)."""
+"""Tokenizer/SCVAR training glue on a small rendered dataset: base → variant, sampling, bad input."""
 
 from pathlib import Path
 

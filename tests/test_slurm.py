@@ -1,4 +1,4 @@
-"""The SLURM profile for real (issue 7): a one-node SLURM cluster on localhost (Debian's slurm-wlm and munge,
+"""The SLURM profile for real: a one-node SLURM cluster on localhost (Debian's slurm-wlm and munge,
 installed here when missing) runs a rule of the DAG (``render_dataset``, on a small dataset) through
 ``snakemake --profile workflow/profiles/slurm`` (``executor: slurm``), and the rule's resources reach
 sbatch. Skipped, with the reason, where the packages cannot be installed or the daemons cannot be started

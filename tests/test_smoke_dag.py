@@ -127,7 +127,7 @@ def test_config_only_ablation_is_compared_beside_the_stored_baseline(smoke_dag, 
     work = tmp_path / "tree"
     work.mkdir()
     _copy_tree(work)
-    # the example: ECFM every 5th block (block 5 of the smoke and tiny depth 6), only in the config
+    # the README's example: ECFM every 5th block (block 5 of the smoke and tiny depth 6), only in the config
     (work / "ablation.yaml").write_text("scvar:\n  variants:\n    ecfm_k5: {variant: ecfm, ecfm_interval: 5}\n")
     r = subprocess.run(["snakemake", "--cores", "2", "--configfile", "config/smoke.yaml", "ablation.yaml"],
                        cwd=work, env=ENV, capture_output=True, text=True, timeout=1200)

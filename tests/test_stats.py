@@ -206,8 +206,15 @@ def test_count_parameters_counts_shared_once():
     assert count_parameters(lin) == 8 * 4 + 4
     tied = nn.Sequential(lin, nn.ReLU(), lin)
     assert count_parameters(tied) == 8 * 4 + 4
+    # a per-name sum (the state dict) counts the tied tensors twice: the model's size is not that
+    assert sum(t.numel() for t in tied.state_dict().values()) == 2 * (8 * 4 + 4)
     lin.bias.requires_grad_(False)
     assert count_parameters(lin, trainable_only=True) == 8 * 4
+    assert count_parameters(tied, trainable_only=True) == 8 * 4
+    # one definition: the CAM budget matching counts parameters the way the speed tables report them
+    from crucible.models.cam import count_parameters as cam_count_parameters
+
+    assert cam_count_parameters is count_parameters
 
 
 def test_benchmark_calls_and_orders_quantiles():

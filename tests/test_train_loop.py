@@ -1,5 +1,5 @@
 """The shared training loop: resume is bit-identical, NaN never overwrites a good checkpoint, bad
-checkpoints are refused by name (issues 3 and 7)."""
+checkpoints are refused by name."""
 
 import pytest
 import torch

@@ -191,6 +191,10 @@ def _cmd_config_check(args) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="crucible", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    # its own dest: a subparser's defaults overwrite the parent's values of the same name (its --quiet's False)
+    p.add_argument("--quiet", dest="quiet_all", action="store_true",
+                   help="no progress output, for every verb (same as a verb's own --quiet)")
     sub = p.add_subparsers(dest="group", required=True)
 
     def verb(group_parser, name, func, help_):
@@ -297,14 +301,33 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("crucible-bench")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; ``args.quiet`` is true for ``crucible --quiet <group> <verb>`` and ``<verb> --quiet``."""
     args = _parser().parse_args(argv)
+    args.quiet = args.quiet_all or getattr(args, "quiet", False)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .progress import silenced
+
+    args = _parse(argv)
     if getattr(args, "threads", None):
         import torch
 
         torch.set_num_threads(args.threads)  # a Snakemake job uses exactly its rule's threads
     try:
-        args.func(args)
+        with silenced(args.quiet):  # also the progress of verbs that have no --quiet of their own
+            args.func(args)
     except input_errors() as e:  # bad input: one line; anything else is a bug and keeps its traceback
         print(f"crucible: error: {e}", file=sys.stderr)
         return 2

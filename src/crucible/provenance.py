@@ -1,7 +1,7 @@
 """Provenance of every result and checkpoint: code commit, config hash, seed, data hash, versions, device.
 
-DESIGN.md §5: "every results file records git commit, config hash, seed, dataset hash, metric backbone,
-library versions, device". :func:`write_json` writes atomically so a crash never leaves half a result;
+docs/design.md §8: every results file records the git commit, config hash, seed, dataset hash, metric
+backbone, library versions and device. :func:`write_json` writes atomically so a crash never leaves half a result;
 under ``torchrun`` only rank 0 writes (the other ranks wait for it).
 """
 

@@ -1,4 +1,4 @@
-# Stage: the paper's tables and figures, from the aggregated results (issue 6). Each output the report shows is
+# Stage: the paper's tables and figures, from the aggregated results. Each output the report shows is
 # marked with report(...) and a caption in workflow/report/, so `snakemake --report report.html` bundles them.
 from types import SimpleNamespace
 

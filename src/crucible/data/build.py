@@ -1,4 +1,4 @@
-"""``crucible data render``: render the whole multi-condition dataset of a profile (DESIGN.md §3).
+"""``crucible data render``: render the whole multi-condition dataset of a profile (docs/design.md §4).
 
 Scenes are rendered in parallel worker processes (one Mitsuba thread each) and written by the parent in
 scene order, into ``<out>.partial`` which replaces ``<out>`` only when complete: an interrupted render
@@ -12,8 +12,8 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
+from ..progress import progress as progress_bar
 from .conditions import canny_edges, contour_lines, sketch_lines
 from .render import init_mitsuba, render_scene
 from .scene import SPLITS, class_names, sample_scene, scene_rng
@@ -75,7 +75,7 @@ def render_dataset(cfg: dict, out: Path, threads: int = 1, progress: bool = True
     partial.mkdir(parents=True)
     jobs = [(data, cfg["seed"], split, i) for split in SPLITS for i in range(data["scenes"][split])]
     ids = {split: [scene_id(split, i) for i in range(data["scenes"][split])] for split in SPLITS}
-    bar = tqdm(total=len(jobs), desc=f"render {cfg['profile']}", unit="scene", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc=f"render {cfg['profile']}", enabled=progress, unit="scene")
     if threads > 1:
         ctx = mp.get_context("spawn")  # fresh interpreters: Mitsuba's variant is per process
         with ctx.Pool(threads, initializer=_worker_init) as pool:

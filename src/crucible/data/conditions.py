@@ -1,4 +1,4 @@
-"""Visual conditions derived from a rendered scene, and their tensor encodings (DESIGN.md §3).
+"""Visual conditions derived from a rendered scene, and their tensor encodings (docs/design.md §4).
 
 Rendered directly: depth (metric), normal (camera space), seg (class ids). Derived here:
 

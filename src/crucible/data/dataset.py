@@ -1,4 +1,4 @@
-"""Torch datasets over the on-disk format (DESIGN.md §3).
+"""Torch datasets over the on-disk format (docs/design.md §4).
 
 - :class:`SceneDataset` yields, per scene, any chosen fields as tensors (image, conditions, attributes).
 - :class:`ConditionDataset` yields (source condition, target condition, image, scene id, condition type)

@@ -1,6 +1,6 @@
 """Mitsuba 3 rendering of a scene specification into RGB, metric depth, normals, segmentation, instances.
 
-Two passes per scene (DESIGN.md §3): a path-traced RGB image (optionally supersampled, then
+Two passes per scene (docs/design.md §4): a path-traced RGB image (optionally supersampled, then
 area-downsampled) and a geometry pass with the ``aov`` integrator at one sample in the pixel centre
 and a box filter, so that depth, normals and shape indices are exact per pixel (never blended
 across an object boundary). Mitsuba's ``cylinder`` has no caps: it is closed with two ``disk`` shapes.

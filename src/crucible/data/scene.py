@@ -1,4 +1,4 @@
-"""Random scene specifications for the rendered multi-condition dataset (DESIGN.md §3).
+"""Random scene specifications for the rendered multi-condition dataset (docs/design.md §4).
 
 A scene is a plain JSON-able dict (saved next to the images as the scene parameters): camera, light,
 floor and a list of non-overlapping primitives resting on the floor. It is drawn from a numpy

@@ -1,4 +1,4 @@
-"""On-disk dataset format: one folder per split and per file kind, matched by scene id (DESIGN.md §3).
+"""On-disk dataset format: one folder per split and per file kind, matched by scene id (docs/design.md §4).
 
     <root>/manifest.json                 format, image size, classes, conditions, scene ids, file hashes
     <root>/<split>/image/<id>.png        RGB uint8

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..errors import InputError, read_tensors
+from ..progress import progress as progress_bar
 from ..provenance import dataset_hash, write_tensors
 from .conditions import CONDITIONS, encode_batch
 from .dataset import Manifest
@@ -32,7 +32,7 @@ def pack_split(root: Path, split: str, out: Path, progress: bool = True) -> None
     kinds = ["image", *[c for c in CONDITIONS if c in m.conditions]]
     arrays: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
     presence, count = [], []
-    for sid in tqdm(ids, desc=f"pack {split}", disable=not progress):
+    for sid in progress_bar(ids, desc=f"pack {split}", enabled=progress, unit="scene"):
         for k in kinds:
             arrays[k].append(read_file(root, split, k, sid, m.image_size))
         p, c = scene_attributes(read_file(root, split, "params", sid), m.classes[2:])

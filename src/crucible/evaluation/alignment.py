@@ -1,4 +1,4 @@
-"""CAM alignment metrics: pure functions over predicted and true target maps (DESIGN.md §5, issue 3).
+"""CAM alignment metrics: pure functions over predicted and true target maps (docs/design.md §6).
 
 Depth maps arrive normalised as the networks see them (``min(d / depth_max, 1)``, background 1) and
 are scored in metres on valid pixels (true depth inside ``depth_max``): L1, RMSE, AbsRel and

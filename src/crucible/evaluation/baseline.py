@@ -1,5 +1,5 @@
 """Stored baselines: ``evaluation/baselines/<profile>/`` holds the aggregated results of one profile with their
-provenance, for ``crucible compare`` (DESIGN.md §6, issue 6).
+provenance, for ``crucible compare`` (docs/design.md §8).
 
 A baseline changes only on purpose: no DAG rule writes it, and :func:`update_baseline` replaces an existing one
 only with ``force=True`` — without it, it raises :class:`BaselineExists` carrying a summary of what would

@@ -1,4 +1,4 @@
-"""``crucible bench``: speed of every SCVAR variant and of CAM per condition type (issue 5).
+"""``crucible bench``: speed of every SCVAR variant and of CAM per condition type (docs/design.md §6).
 
 SCVAR: latency of one image (batch 1) and images/s at batch B, with and without the KV cache, for the
 whole path a user runs (condition encoder, every scale, CFG doubling as configured, tokenizer decode);
@@ -88,14 +88,14 @@ def run_bench(cfg: dict, scvar_models: dict[str, Path], cam_models: dict[str, Pa
               test: Path, seed: int, progress: bool = True) -> _Rows:
     """Rows (stage ``speed``) for every SCVAR variant in ``scvar_models`` and CAM condition in ``cam_models``
     (models trained with ``seed``); ``.timings`` holds each timing's quantiles."""
-    from tqdm import tqdm
+    from ..progress import progress as progress_bar
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data = SplitTensors(test)
     vq = load_tokenizer(tokenizer, cfg, device)
     rows = _Rows(seed)
     jobs = [("scvar", k, v) for k, v in scvar_models.items()] + [("cam", k, v) for k, v in cam_models.items()]
-    for kind, name, path in tqdm(jobs, desc="bench", disable=not progress):
+    for kind, name, path in progress_bar(jobs, desc="bench", enabled=progress, unit="model"):
         if kind == "scvar":
             bench_scvar(cfg, name, path, vq, data, device, rows)
         else:

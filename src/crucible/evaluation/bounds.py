@@ -1,4 +1,4 @@
-"""Floor and ceiling rows of the SCVAR generation tables (seed §5; README "What the DAG builds").
+"""Floor and ceiling rows of the SCVAR generation tables (docs/design.md §6; README "What the DAG builds").
 
 Two sample sets that no model draws, scored by the very path every SCVAR variant goes through
 (``crucible evaluate samples``: the first ``scvar.sample.scenes`` test scenes, all real test images as the

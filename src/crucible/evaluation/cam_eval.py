@@ -1,4 +1,4 @@
-"""``crucible cam eval`` and the hot-plug evaluation: CAM metrics on the test split (issue 3).
+"""``crucible cam eval`` and the hot-plug evaluation: CAM metrics on the test split (docs/design.md §6).
 
 Per seen condition type: depth L1 / RMSE / AbsRel / δ<1.25 against the true depth, with the
 per-pixel mean train depth as the trivial baseline; over types: cross-condition consistency; KL

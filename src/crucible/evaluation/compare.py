@@ -1,10 +1,10 @@
 """New results against a stored baseline: per metric and variant, the stored and new mean with their CIs, the
-change, whether the CIs overlap, and a verdict from the per-metric tolerances (DESIGN.md §6, issue 6).
+change, whether the CIs overlap, and a verdict from the per-metric tolerances (docs/design.md §8).
 
 Both sides are ``summary.csv`` tables of ``crucible aggregate`` (one row per stage, variant, condition, metric,
 backbone, hot-plug n). ``evaluation/tolerances.yaml`` gives each metric its better side and its band
 max(abs, rel × |stored mean|); see that file for the rules. With n ≥ 2 seeds on both sides a change past the band
-whose bootstrap CIs still overlap is ``uncertain`` rather than a failure; with n = 1 (the smoke profile, the
+whose Student-t CIs still overlap is ``uncertain`` rather than a failure; with n = 1 (the smoke profile, the
 judges, the tokenizer) the CI is the point itself and the band alone decides.
 """
 

@@ -1,4 +1,4 @@
-"""``crucible compare``, ``crucible baseline update`` and ``crucible metrics {export,html-template}`` (issue 6).
+"""``crucible compare``, ``crucible baseline update`` and ``crucible metrics {export,html-template}``.
 
 ``compare`` prints a rich table (per variant, then the rows that moved), writes the whole comparison as
 Markdown and CSV, and exits 1 when a metric regressed past its tolerance (2 on a usage or input error).

@@ -1,4 +1,4 @@
-"""What DVC reads from a results folder (DESIGN.md §6, issue 6): ``metrics.json`` for ``dvc metrics show/diff``,
+"""What DVC reads from a results folder (docs/design.md §7): ``metrics.json`` for ``dvc metrics show/diff``,
 tidy CSVs under ``plots/`` for ``dvc plots show/diff``, and an HTML page template that carries the vega
 libraries inline, so the plots render with no network (DVC's default page loads them from a CDN).
 

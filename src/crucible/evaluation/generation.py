@@ -1,4 +1,4 @@
-"""``crucible evaluate samples``: every generation metric of one (SCVAR variant, seed) (issue 5).
+"""``crucible evaluate samples``: every generation metric of one (SCVAR variant, seed).
 
 For each condition source of the samples (ground-truth depth, CAM-aligned depth of each other type,
 or none for ``uncond``):

@@ -1,4 +1,4 @@
-"""Tokenizer reconstruction quality (issue 5): PSNR/SSIM/codebook use, colour, plus reconstruction FID/KID/PR.
+"""Tokenizer reconstruction quality: PSNR/SSIM/codebook use, colour, plus reconstruction FID/KID/PR.
 
 Reconstruction FID compares the tokenizer's reconstructions of the test images with the test images
 themselves, in the same frozen judge-encoder feature space as the generation FID (and in Inception's

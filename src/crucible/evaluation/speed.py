@@ -12,8 +12,9 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from ..models.params import count_parameters  # re-exported: the speed tables report it
 
 __all__ = ["benchmark", "count_flops", "count_parameters", "images_per_second"]
 
@@ -71,9 +72,3 @@ def count_flops(fn: Callable[[], object]) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
-
-
-def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters (shared tensors counted once)."""
-    params = {id(p): p for p in module.parameters() if p.requires_grad or not trainable_only}
-    return sum(p.numel() for p in params.values())

@@ -1,4 +1,4 @@
-"""Builders of the paper's tables and figures (issue 6).
+"""Builders of the paper's tables and figures.
 
 Re-exports are lazy (PEP 562): the CLI registers the ``paper`` verbs on every call, and that must not pay for
 importing matplotlib and pandas.

@@ -1,4 +1,4 @@
-"""Figure: the rendered dataset — RGB and every condition type for a few test scenes (DESIGN.md §3)."""
+"""Figure: the rendered dataset — RGB and every condition type for a few test scenes (docs/design.md §4)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Figure: the hot-plug curve — depth error of a held-out condition type against the number of training samples
-and against training wall time, E_new on the frozen CAM vs the same architecture from scratch (DESIGN.md §5)."""
+and against training wall time, E_new on the frozen CAM vs the same architecture from scratch (docs/design.md §6)."""
 
 from __future__ import annotations
 

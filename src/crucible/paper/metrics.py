@@ -1,5 +1,5 @@
 """Display name and unit of every metric the DAG reports, and its better side — the one place the tables and
-figures look them up (DESIGN.md §5).
+figures look them up (docs/design.md §6).
 
 The better side is not restated here: ``direction(metric, stage)`` reads it from ``evaluation/tolerances.yaml``,
 the table ``crucible compare`` judges regressions with (same lookup: ``stage/metric``, globs, defaults). A

@@ -1,4 +1,4 @@
-"""The paper's tables (DESIGN.md §5; issue 6): which aggregated number goes in which cell.
+"""The paper's tables (docs/design.md §6): which aggregated number goes in which cell.
 
 Each builder takes the :class:`Results` of one profile and its resolved config (the config fixes the order of
 variants and condition types) and returns a :class:`Table`; a table whose stage is absent comes back empty with

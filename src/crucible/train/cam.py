@@ -1,4 +1,4 @@
-"""Training of CAM variants and the hot-plug protocol (seed §3.1–3.5; DESIGN.md §5; issue 3).
+"""Training of CAM variants and the hot-plug protocol (seed §3.1–3.5; docs/design.md §5, §6).
 
 - :func:`train_cam`: every batch mixes the seen condition types as sources (an equal share each),
   target = depth, on conditions area-resized to ``cam.resolution``.

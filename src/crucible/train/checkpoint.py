@@ -1,4 +1,4 @@
-"""Checkpoints: safetensors for every tensor + a JSON of everything else; never pickles (DESIGN.md §6).
+"""Checkpoints: safetensors for every tensor + a JSON of everything else; never pickles (docs/design.md §8).
 
 A checkpoint is a pair ``<name>.safetensors`` / ``<name>.json``. Model weights, optimizer moments and
 RNG states are tensors; the step, the resolved config, the optimizer's hyper-parameters and the

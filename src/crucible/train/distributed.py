@@ -1,4 +1,4 @@
-"""Data-parallel training under ``torchrun`` (DESIGN.md §6): one process per device, gradients averaged.
+"""Data-parallel training under ``torchrun`` (docs/design.md §7): one process per device, gradients averaged.
 
 A single process needs no launcher and every function here is then a no-op, so single-process results are
 unchanged. Under ``torchrun --nproc-per-node N`` (``WORLD_SIZE`` > 1) the trainers join one process group

@@ -1,4 +1,4 @@
-"""The one explicit training loop every trainer uses (CAM, tokenizer, SCVAR, judges); DESIGN.md §6.
+"""The one explicit training loop every trainer uses (CAM, tokenizer, SCVAR, judges); docs/design.md §8.
 
 Readable top to bottom: for each step, seed the global RNG from (seed, step), ask the trainer's
 ``loss_fn(step)`` for the loss of that step's batch (the batch is a pure function of the step too),
@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..config import config_hash
 from ..errors import InputError
+from ..progress import progress as progress_bar
 from .checkpoint import checkpoint_exists, load_checkpoint, load_weights, save_checkpoint
 from .distributed import (
     all_reduce_grads,
@@ -127,8 +127,7 @@ def run_training(
     broadcast_state(model)  # every rank starts from rank 0's weights
     log, new_log = _open_log(log_path, log_bytes) if is_main() else (None, False)
     writer = None
-    bar = tqdm(range(start, cfg.steps), desc=desc, disable=not (progress and is_main()), initial=start,
-               total=cfg.steps)
+    bar = progress_bar(range(start, cfg.steps), cfg.steps, desc, progress and is_main(), initial=start)
     t0 = time.perf_counter()
     try:
         for step in bar:

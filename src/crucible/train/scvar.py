@@ -1,4 +1,4 @@
-"""Training and sampling of SCVAR variants (seed §3.6; DESIGN.md §5; issue 4).
+"""Training and sampling of SCVAR variants (seed §3.6; docs/design.md §5).
 
 1. The unconditional base is trained once (seed = the first configured seed) on the frozen tokenizer's
    codes of the RGB train split: teacher forcing from the cumulative f̂, cross-entropy over all tokens.

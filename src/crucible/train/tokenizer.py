@@ -1,4 +1,4 @@
-"""Training and evaluation of the multi-scale VQ tokenizer on the RGB train split (seed §3.6.2; issue 4).
+"""Training and evaluation of the multi-scale VQ tokenizer on the RGB train split (seed §3.6.2).
 
 Loss: L1 + L2 reconstruction + the quantizer's VQ loss (codebook + β·commitment, straight-through).
 VAR's tokenizer training code is not public; this one is ours. Evaluation on the test split:

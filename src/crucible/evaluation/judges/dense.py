@@ -9,11 +9,13 @@ next to every controllability number measured with them.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ...dataclass_config import from_dict
 
 __all__ = ["DENSE_KINDS", "DenseJudgeConfig", "DenseJudge"]
 
@@ -43,12 +45,9 @@ class DenseJudgeConfig:
         return {"depth": 1, "normal": 3, "seg": self.n_classes}[self.kind]
 
     @classmethod
-    def from_dict(cls, d: dict) -> DenseJudgeConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown DenseJudgeConfig key(s): {unknown}; known: {sorted(known)}")
-        return cls(**d)
+    def from_dict(cls, d: dict, where: str | None = None) -> DenseJudgeConfig:
+        """Strict: unknown keys raise ValueError naming them (see crucible.dataclass_config)."""
+        return from_dict(cls, d, where)
 
     def to_dict(self) -> dict:
         return asdict(self)

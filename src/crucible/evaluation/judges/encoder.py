@@ -9,11 +9,13 @@ metrics; its test accuracy on the attribute heads is reported next to every metr
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ...dataclass_config import from_dict
 
 __all__ = ["EncoderConfig", "JudgeEncoder"]
 
@@ -35,12 +37,9 @@ class EncoderConfig:
                 raise ValueError(f"EncoderConfig.{name} must be >= 1, got {getattr(self, name)}")
 
     @classmethod
-    def from_dict(cls, d: dict) -> EncoderConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown EncoderConfig key(s): {unknown}; known: {sorted(known)}")
-        return cls(**d)
+    def from_dict(cls, d: dict, where: str | None = None) -> EncoderConfig:
+        """Strict: unknown keys raise ValueError naming them (see crucible.dataclass_config)."""
+        return from_dict(cls, d, where)
 
     def to_dict(self) -> dict:
         return asdict(self)

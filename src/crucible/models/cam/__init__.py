@@ -1,9 +1,10 @@
 """CAM, the condition alignment module of CRUCIBLE (seed §3.1-§3.5)."""
 
-from crucible.models.cam.cam import CAM, CAMConfig, CAMOutput
+from crucible.models.cam.cam import CAM, CAMOutput
 from crucible.models.cam.cbam import CBAM
+from crucible.models.cam.config import CAMConfig
 from crucible.models.cam.decoder import UniversalDecoder
-from crucible.models.cam.encoders import ConditionEncoder, PrivateEncoder, count_parameters
+from crucible.models.cam.encoders import ConditionEncoder, PrivateEncoder
 from crucible.models.cam.flow import ActNorm, AffineCoupling, ConditionalFlow, FlowStep
 from crucible.models.cam.posterior import (
     FlowPosterior,
@@ -13,6 +14,7 @@ from crucible.models.cam.posterior import (
 )
 from crucible.models.cam.shared_encoder import SharedEncoder
 from crucible.models.cam.variants import CAM_VARIANTS, get_variant, resolve_variant
+from crucible.models.params import count_parameters
 
 __all__ = [
     "CAM",

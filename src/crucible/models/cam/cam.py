@@ -1,99 +1,25 @@
-"""Condition alignment module CAM: E_i → E_s → flow posterior → decoder D, loss, config (seed §3.1-§3.5)."""
+"""Condition alignment module CAM: E_i → E_s → flow posterior → decoder D, and its loss (seed §3.1-§3.5)."""
 
 from __future__ import annotations
 
 import dataclasses
-import typing
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from crucible.models.cam.config import CAMConfig
 from crucible.models.cam.decoder import UniversalDecoder
 from crucible.models.cam.encoders import (
     build_condition_encoders,
     match_private_width,
     validate_condition_name,
 )
-from crucible.models.cam.posterior import KL_ESTIMATORS, FlowPosterior
+from crucible.models.cam.posterior import FlowPosterior
 from crucible.models.cam.shared_encoder import SharedEncoder, fpn_channels, level_channels
 
 __all__ = ["CAM", "CAMConfig", "CAMOutput"]
-
-
-@dataclass
-class CAMConfig:
-    width: int = 16  # base channels; level l of the U-Net has width·min(2^l, 4)
-    depth: int = 3  # number of down levels; the latent lives at H/2^depth (4×4 for 32×32 inputs)
-    latent_channels: int = 8  # channels of z at the bottleneck resolution
-    flow_steps: int = 4  # K; 0 = plain Gaussian VAE
-    lambda_kl: float = 1e-3  # small: the KL is a sum over all latent dims, the L1 a per-pixel mean
-    lambda_z: float = 1e-3  # weight of the direct latent penalty ½‖z_K‖² (seed §3.5.3)
-    # "mc" (prior on z_K, Monte-Carlo) | "seed" (closed form of seed §3.5.2, prior on z0)
-    kl_estimator: str = "mc"
-    shared_encoder: bool = True  # False = "no_shared": per-condition encoders feed the bottleneck directly
-    stochastic: bool = True  # False = "deterministic": plain U-Net, L1 only, no bottleneck sampling
-    target_channels: int = 1
-    # width of the unshared encoders of `no_shared`; 0 = chosen at construction to match the parameter
-    # budget of `full` for the initial conditions (the CAM stores the resolved value in its cfg)
-    no_shared_width: int = 0
-    # False: the decoder gets zeros instead of the encoder skips (same parameters), so everything it knows
-    # passes through the bottleneck z; with skips a U-Net decoder can bypass z (posterior collapse shows
-    # as zero active units in `crucible cam eval`)
-    decoder_skips: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("width", "depth", "latent_channels", "target_channels"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"CAMConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("flow_steps", "no_shared_width"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"CAMConfig.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("lambda_kl", "lambda_z"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"CAMConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if self.kl_estimator not in KL_ESTIMATORS:
-            raise ValueError(f"CAMConfig.kl_estimator must be in {KL_ESTIMATORS}, got {self.kl_estimator!r}")
-        if self.flow_steps > 0 and self.latent_channels < 2:
-            raise ValueError("CAMConfig.latent_channels must be >= 2 when flow_steps > 0 (coupling halves)")
-        if not self.stochastic and (self.flow_steps or self.lambda_kl or self.lambda_z):
-            raise ValueError(
-                "CAMConfig.stochastic=False (deterministic U-Net) has no posterior or flow: "
-                "set flow_steps=0, lambda_kl=0 and lambda_z=0"
-            )
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CAMConfig:
-        """Build from a (YAML) dict; unknown keys and values of the wrong type raise ValueError."""
-        hints = typing.get_type_hints(cls)
-        unknown = sorted(set(d) - set(hints))
-        if unknown:
-            raise ValueError(f"unknown CAMConfig key(s) {unknown}; known: {sorted(hints)}")
-        kwargs = {}
-        for key, value in d.items():
-            typ = hints[key]
-            if typ is bool:
-                ok = isinstance(value, bool)
-            elif typ is int:
-                ok = isinstance(value, int) and not isinstance(value, bool)
-            elif typ is float:
-                # YAML 1.1 reads "1e-3" as a string: accept numeric strings for float fields
-                try:
-                    value = float(value) if not isinstance(value, bool) else value
-                    ok = isinstance(value, float)
-                except (TypeError, ValueError):
-                    ok = False
-            else:
-                ok = isinstance(value, typ)
-            if not ok:
-                raise ValueError(f"CAMConfig.{key} must be {typ.__name__}, got {value!r}")
-            kwargs[key] = value
-        return cls(**kwargs)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 class CAMOutput(NamedTuple):

@@ -7,19 +7,15 @@ from torch import nn
 
 from crucible.models.cam.blocks import ConvBlock, DownBlock, UpBlock
 from crucible.models.cam.shared_encoder import SharedEncoder, fpn_channels, level_channels
+from crucible.models.params import count_parameters
 
 __all__ = [
     "ConditionEncoder",
     "PrivateEncoder",
     "build_condition_encoders",
-    "count_parameters",
     "match_private_width",
     "validate_condition_name",
 ]
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 def validate_condition_name(cond: str) -> None:

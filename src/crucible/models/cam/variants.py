@@ -1,10 +1,10 @@
-"""Registry of the CAM ablation variants of DESIGN §5 as config overrides (seed §3.3-§3.5)."""
+"""Registry of the CAM ablation variants of docs/design.md §5 as config overrides (seed §3.3-§3.5)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from crucible.models.cam.cam import CAMConfig
+from crucible.models.cam.config import CAMConfig
 
 __all__ = ["CAM_VARIANTS", "get_variant", "resolve_variant"]
 

@@ -1,10 +1,12 @@
-"""Config of the SCVAR next-scale transformer and its conditioning variants (seed §3.6.3-3.6.4, DESIGN §5)."""
+"""Config of the SCVAR next-scale transformer and its conditioning variants (seed §3.6.3-3.6.4, docs/design.md §5)."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
+
+from ...dataclass_config import from_dict
 
 __all__ = ["SCVARConfig", "CONDITIONING_KINDS"]
 
@@ -61,12 +63,9 @@ class SCVARConfig:
         return self.variant != "uncond"
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SCVARConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown SCVARConfig key(s) {unknown}; known keys: {sorted(known)}")
-        return cls(**d)
+    def from_dict(cls, d: dict[str, Any], where: str | None = None) -> SCVARConfig:
+        """Strict: unknown keys raise ValueError naming them (see crucible.dataclass_config)."""
+        return from_dict(cls, d, where)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

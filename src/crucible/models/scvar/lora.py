@@ -1,4 +1,4 @@
-"""LoRA linear adapters for the `lora` baseline: frozen base + low-rank update (DESIGN §5; Hu et al. 2021)."""
+"""LoRA linear adapters for the `lora` baseline: frozen base + low-rank update (docs/design.md §5; Hu et al. 2021)."""
 
 from __future__ import annotations
 

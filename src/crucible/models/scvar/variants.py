@@ -1,4 +1,4 @@
-"""Registry of the SCVAR ablation variants and loading of the shared unconditional base (DESIGN §5)."""
+"""Registry of the SCVAR ablation variants and loading of the shared unconditional base (docs/design.md §5)."""
 
 from __future__ import annotations
 

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from ...dataclass_config import from_dict
+
 __all__ = ["TokenizerConfig"]
 
 
@@ -58,12 +60,9 @@ class TokenizerConfig:
         return sum(p * p for p in self.scales)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TokenizerConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown TokenizerConfig key(s) {unknown}; known keys: {sorted(known)}")
-        return cls(**d)
+    def from_dict(cls, d: dict[str, Any], where: str | None = None) -> TokenizerConfig:
+        """Strict: unknown keys raise ValueError naming them (see crucible.dataclass_config)."""
+        return from_dict(cls, d, where)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
