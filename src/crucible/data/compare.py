@@ -32,7 +32,7 @@ import numpy as np
 import yaml
 
 from ..errors import InputError
-from .store import FILE_KINDS, DataError, load_manifest, read_file
+from .store import FILE_KINDS, NOT_DATA, DataError, load_manifest, read_file
 
 __all__ = ["TOLERANCES", "LABEL_KINDS", "UNITS", "Tolerance", "KindStats", "Comparison", "load_tolerances",
            "pixel_difference", "compare_datasets", "format_table"]
@@ -43,7 +43,6 @@ UNITS = {"image": "sRGB level", "depth": "m", "normal": "code step", **{k: "mism
 PARAMS = "scene json"  # the row of the scene parameters (<split>/params/<id>.json): exact
 OTHER = "other files"  # anything else in the folder: byte-exact
 # the manifest is compared key by key below; Snakemake puts its empty marker file in every directory output
-_NOT_DATA = ("manifest.json", ".snakemake_timestamp")
 _TOL_FIELDS = ("atol", "max_share", "max_abs")
 
 
@@ -149,7 +148,7 @@ def pixel_difference(kind: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _files(root: Path) -> set[str]:
-    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name not in _NOT_DATA}
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name not in NOT_DATA}
 
 
 def _row_of(rel: str) -> str:

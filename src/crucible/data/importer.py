@@ -33,7 +33,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .conditions import CONDITIONS, canny_edges, contour_lines, sketch_lines
 from .scene import SPLITS
-from .store import DataError, load_manifest, write_manifest, write_scene
+from .store import NOT_DATA, DataError, load_manifest, write_manifest, write_scene
 
 __all__ = ["ImportError_", "MAX_LISTED", "scan", "import_config", "source_fingerprint", "dag_splits",
            "import_dataset"]
@@ -289,9 +289,7 @@ def _foreign_files(out: Path) -> list[str]:
     for dirpath, dirnames, filenames in os.walk(out):
         for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
             rel = Path(dirpath, name).relative_to(out).as_posix()
-            if rel in ("manifest.json", ".snakemake_timestamp"):  # ours, and Snakemake's mark on directory()
-                continue
-            if rel not in listed or os.path.islink(os.path.join(dirpath, name)):
+            if rel not in NOT_DATA and (rel not in listed or os.path.islink(os.path.join(dirpath, name))):
                 found.append(rel)
     return sorted(found)
 

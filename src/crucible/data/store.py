@@ -22,8 +22,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["FORMAT", "FILE_KINDS", "DataError", "file_path", "write_scene", "read_file", "load_manifest",
+__all__ = ["FORMAT", "FILE_KINDS", "NOT_DATA", "DataError", "file_path", "write_scene", "read_file", "load_manifest",
            "write_manifest", "sha256_file", "verify"]
+
+# files in a dataset folder that are not scene data: the manifest, and the mark Snakemake leaves in a
+# directory() output
+NOT_DATA = ("manifest.json", ".snakemake_timestamp")
 
 FORMAT = 1
 # file kind -> (extension, expected ndim, channels or None)
