@@ -26,10 +26,10 @@ def input_errors() -> tuple[type[BaseException], ...]:
     input errors of the data, importer, checkpoint and training modules predate :class:`InputError`."""
     from .data.importer import ImportError_
     from .data.store import DataError
-    from .train.checkpoint import CheckpointError
     from .train.loop import NonFiniteLossError  # the loss diverged: the message names the step and checkpoint
 
-    return InputError, DataError, ImportError_, CheckpointError, NonFiniteLossError, FileNotFoundError
+    # CheckpointError and ConfigError derive from InputError
+    return InputError, DataError, ImportError_, NonFiniteLossError, FileNotFoundError
 
 
 def read_json(path: Path, remedy: str) -> object:
