@@ -153,7 +153,7 @@ def test_imported_data_runs_the_smoke_dag_to_the_paper_tables(tmp_path):
         assert len(j) and set(j["status"]) == {"unavailable"} and j["reason"].str.contains(why).all(), kind
     assert set(judges[judges["variant"] == "depth"]["status"]) == {"ok"}
     scvar = rows[rows["stage"] == "scvar"]
-    for metric in ("ctrl_normal_deg", "ctrl_seg_miou", "fid", "kid_mean", "precision", "recall", "clip_i"):
+    for metric in ("ctrl_normal_deg", "ctrl_seg_miou", "fid", "kid_mean", "precision", "recall", "judge_cosine"):
         assert set(scvar[scvar["metric"] == metric]["status"]) == {"unavailable"}, metric
     for metric in ("ctrl_depth_rmse", "ctrl_canny_f1"):  # what the data does give is measured
         m = scvar[scvar["metric"] == metric]

@@ -15,20 +15,26 @@ from crucible.evaluation import (
     JudgeEncoder,
     build_judge,
     evaluate_judge,
+    judge_loss,
     load_judge,
     save_judge,
     train_judge,
 )
+from crucible.evaluation.judges import QUALITY_METRICS
 
 N_KINDS, MAX_OBJECTS, SIZE = 4, 3, 16
 PALETTE = torch.tensor([[1.0, 0.2, 0.2], [0.2, 1.0, 0.2], [0.2, 0.2, 1.0], [1.0, 1.0, 0.2]])
+# the synthetic scenes' encoder heads: presence, count and one regression target (covered image fraction)
+HEADS = [{"name": "presence", "type": "binary", "targets": [f"presence_{k}" for k in range(N_KINDS)]},
+         {"name": "count", "type": "class", "targets": ["count"]},
+         {"name": "cover", "type": "regression", "targets": ["cover_fraction"]}]
 
 
 def make_scenes(n: int, seed: int) -> dict[str, torch.Tensor]:
     """Synthetic scenes with every batch key: empty sky (seg 0, depth 1, no normal) over a floor (seg 1, depth
     0.9 -> 0.3 towards the bottom, normal +y) with 0..MAX_OBJECTS camera-facing rectangles (seg 2 + kind,
     normal +z). A rectangle's colour is its kind's palette entry dimmed by its depth, so depth is learnable
-    from RGB."""
+    from RGB. ``targets``: presence, count and the fraction of the image the rectangles cover (``HEADS``)."""
     g = torch.Generator().manual_seed(seed)
     img = torch.zeros(n, 3, SIZE, SIZE)
     depth = torch.ones(n, 1, SIZE, SIZE)
@@ -53,7 +59,16 @@ def make_scenes(n: int, seed: int) -> dict[str, torch.Tensor]:
             normal[i, :, y0 : y0 + hh, x0 : x0 + w] = torch.tensor([0.0, 0.0, 1.0])[:, None, None]
             seg[i, y0 : y0 + hh, x0 : x0 + w] = 2 + kind
             presence[i, kind] = 1.0
-    return {"image": img, "depth": depth, "normal": normal, "seg": seg, "presence": presence, "count": count}
+    cover = (seg >= 2).float().mean(dim=(1, 2))
+    targets = torch.cat([presence, count[:, None].float(), cover[:, None]], dim=1)
+    return {"image": img, "depth": depth, "normal": normal, "seg": seg, "presence": presence, "count": count,
+            "targets": targets}
+
+
+def _encoder(seed: int = 0) -> JudgeEncoder:
+    torch.manual_seed(seed)
+    return build_judge("encoder", {"width": 8, "n_stages": 2, "feat_dim": 16, "n_kinds": N_KINDS,
+                                   "max_objects": MAX_OBJECTS, "heads": HEADS})  # fmt: skip
 
 
 def _batches(scenes: dict, batch_size: int) -> list[dict]:
@@ -76,11 +91,23 @@ def test_encoder_shapes_config_and_per_image_features():
         out["feat"].shape == (5, 12)
         and out["presence"].shape == (5, N_KINDS)
         and out["count"].shape == (5, 6)
+        and out["camera"].shape == (5, 3)  # the default layout: every head of data/scene_targets.py
     )
+    pred = enc.predict(x)
+    assert pred["presence"].dtype == torch.bool and pred["count"].dtype == torch.long and pred["light"].shape == (5, 4)
     # GroupNorm: an image's features do not depend on the rest of the batch (batch-size invariant FID)
     torch.testing.assert_close(enc.features(x[:2]), out["feat"][:2], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="unknown EncoderConfig key"):
         EncoderConfig.from_dict({"widht": 8})
+    with pytest.raises(ValueError, match="has type 'ordinal'"):
+        EncoderConfig(heads=[{"name": "count", "type": "ordinal", "targets": ["count"]}])
+    with pytest.raises(ValueError, match="presence head has 4 targets for n_kinds=3"):
+        EncoderConfig(n_kinds=3, heads=HEADS)
+    with pytest.raises(ValueError, match="keys"):
+        EncoderConfig(heads=[{"name": "count", "type": "class"}])
+    # the coordinate channels and hidden head layers change the net, not its interface
+    wide = JudgeEncoder(EncoderConfig(width=8, n_stages=2, feat_dim=12, coords=True, head_hidden=5, heads=HEADS))
+    assert wide(x)["cover"].shape == (5, 1) and wide.features(x).shape == (5, 12)
     with pytest.raises(ValueError):
         enc.features(torch.rand(2, 1, SIZE, SIZE))
 
@@ -123,7 +150,7 @@ def test_dense_judge_overfits_a_tiny_batch(kind, metric, better_than):
     judge = _dense(kind)
     losses = train_judge(kind, judge, [batch], steps=150, lr=5e-3, device="cpu", progress=False)
     assert np.mean(losses[-10:]) < 0.25 * losses[0]
-    q = evaluate_judge(kind, judge, [batch])
+    q = evaluate_judge(kind, judge, [batch], depth_max=10.0)
     if better_than is not None:  # error well below the trivial per-pixel prior of the same batch
         assert q[metric] < better_than * q[f"{metric}_baseline"]
     else:
@@ -134,19 +161,21 @@ def test_depth_judge_beats_mean_depth_baseline_on_held_out_scenes():
     train, test = make_scenes(64, seed=2), make_scenes(32, seed=3)
     judge = _dense("depth")
     train_judge("depth", judge, _batches(train, 16), steps=200, lr=5e-3, device="cpu", progress=False)
-    q = evaluate_judge("depth", judge, _batches(test, 16), train_batches=_batches(train, 16))
+    q = evaluate_judge("depth", judge, _batches(test, 16), train_batches=_batches(train, 16), depth_max=10.0)
     assert q["baseline_source"] == "train" and q["n_images"] == 32
-    assert q["rmse"] < 0.4 * q["rmse_baseline"]  # measured: 0.035 vs 0.171
+    assert q["rmse"] < 0.4 * q["rmse_baseline"]  # measured: 0.035 vs 0.171 before metres/valid pixels
+    with pytest.raises(ValueError, match="in metres: pass depth_max"):
+        evaluate_judge("depth", judge, _batches(test, 16))
 
 
-def test_encoder_overfits_presence_and_count():
+def test_encoder_overfits_every_head():
     batch = make_scenes(8, seed=4)
-    torch.manual_seed(0)
-    enc = build_judge("encoder", {"width": 8, "n_stages": 2, "feat_dim": 16, "n_kinds": N_KINDS,
-                                  "max_objects": MAX_OBJECTS})  # fmt: skip
+    enc = _encoder()
+    enc.set_target_stats(batch["targets"])
     train_judge("encoder", enc, [batch], steps=200, lr=5e-3, device="cpu", progress=False)
     q = evaluate_judge("encoder", enc, [batch])
     assert q["presence_acc"] == 1.0 and q["count_acc"] == 1.0
+    assert q["cover_fraction_rmse"] < 0.2 * q["cover_fraction_rmse_baseline"]
     # the baseline predicts each label's majority value / the most common count of the same 8 scenes
     pres = batch["presence"]
     majority = ((pres.mean(0) > 0.5).float() == pres).float().mean().item()
@@ -154,12 +183,53 @@ def test_encoder_overfits_presence_and_count():
     assert math.isclose(q["count_acc_baseline"], torch.bincount(batch["count"]).max().item() / 8)
 
 
+def test_encoder_loss_and_scores_of_a_constant_predictor_are_analytic():
+    """Zeroed heads: logits 0, uniform count, the train mean for the regression target. Each head's loss is its
+    trivial value over the head's norm, and every score against its baseline is known by hand."""
+    enc = _encoder()
+    for p in enc.heads.parameters():
+        torch.nn.init.zeros_(p)
+    # 4 scenes: presence labels per kind, counts 2, 2, 3, 1, covered fractions 0, 2, 4, 6 (mean 3, RMSE sqrt 5)
+    presence = torch.tensor([[1, 0, 1, 0], [1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0]], dtype=torch.float32)
+    targets = torch.cat([presence, torch.tensor([[2.0], [2.0], [3.0], [1.0]]), torch.tensor([[0.0], [2], [4], [6]])],
+                        dim=1)
+    batch = {"image": torch.rand(4, 3, SIZE, SIZE), "targets": targets}
+    enc.set_target_stats(targets)
+    p = presence.mean(0)  # label frequencies 3/4, 1/4, 1/2, 0 -> entropies; the constant label is floored
+    entropy = -(p * p.clamp_min(1e-6).log() + (1 - p) * (1 - p).clamp_min(1e-6).log())
+    count_entropy = -(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25))
+    torch.testing.assert_close(enc.head_norm, torch.tensor([entropy.mean().item(), count_entropy, 1.0]))
+    # BCE at logit 0 is ln 2 per label, CE of uniform logits ln 4, standardised MSE of the mean 1
+    want = math.log(2) / entropy.mean().item() + math.log(MAX_OBJECTS + 1) / count_entropy + 1.0
+    assert judge_loss("encoder", enc, batch).item() == pytest.approx(want, rel=1e-5)
+    q = evaluate_judge("encoder", enc, [batch], train_batches=[batch])
+    # logit 0 predicts "absent"; the majority is (1, 0, 0 or 1, 0): ties at 1/2 go to absent
+    assert q["presence_acc"] == pytest.approx(1 - presence.mean().item())
+    assert q["presence_acc_baseline"] == pytest.approx((3 + 3 + 2 + 4) / 16)
+    assert q["count_acc"] == 0.0 and q["count_acc_baseline"] == 0.5  # argmax of equal logits: class 0; majority 2
+    assert q["cover_fraction_rmse"] == pytest.approx(math.sqrt(5)) and q["cover_fraction_rmse_baseline"] == (
+        pytest.approx(math.sqrt(5)))
+    assert set(q) - {"kind", "n_images", "baseline_source"} == {
+        "presence_acc", "presence_acc_baseline", "count_acc", "count_acc_baseline", "cover_fraction_rmse",
+        "cover_fraction_rmse_baseline"}
+
+
+def test_encoder_quality_metrics_list_every_default_head():
+    enc = JudgeEncoder(EncoderConfig(width=8, n_stages=2, feat_dim=8, n_kinds=5))
+    scenes = {"image": torch.rand(3, 3, SIZE, SIZE), "targets": torch.rand(3, len(enc.target_names))}
+    scenes["targets"][:, enc.columns["count"]] = torch.tensor([[1.0], [2.0], [5.0]])
+    q = evaluate_judge("encoder", enc, [scenes])
+    assert [k for k in q if k not in ("kind", "n_images", "baseline_source")] == list(QUALITY_METRICS["encoder"])
+
+
 def test_evaluate_baselines_match_independent_computation():
     scenes = make_scenes(12, seed=5)
-    q = evaluate_judge("depth", _dense("depth"), _batches(scenes, 5))
+    q = evaluate_judge("depth", _dense("depth"), _batches(scenes, 5), depth_max=10.0)
     d = scenes["depth"].numpy().astype(np.float64)
-    # predicting the per-pixel mean of the same images: RMSE = sqrt(mean over pixels of per-pixel variance)
-    assert math.isclose(q["rmse_baseline"], math.sqrt(d.var(axis=0).mean()), rel_tol=1e-9)
+    # predicting the per-pixel mean of the same images, scored in metres on the valid pixels (depth < 1) only
+    valid = d < 1.0
+    expect = 10.0 * math.sqrt(((d - d.mean(axis=0)) ** 2)[valid].mean())
+    assert math.isclose(q["rmse_baseline"], expect, rel_tol=1e-6)  # the prior map is stored in float32
     q = evaluate_judge("seg", _dense("seg"), _batches(scenes, 5))
     seg = scenes["seg"].numpy()
     counts = np.stack([(seg == c).sum(0) for c in range(2 + N_KINDS)])  # (C, H, W)

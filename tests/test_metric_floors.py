@@ -64,7 +64,7 @@ def test_real_images_as_samples_hit_the_fidelity_floors(rendered):
     # dimensions) leaves round-off (measured 3e-8 * tr(Σ)); 1e-4 * tr(Σ) allows that
     # and fails on any real difference between the sets (a single swapped image moves FID by O(tr(Σ)/n))
     assert by[("fid", "judge-encoder")]["value"] == pytest.approx(0.0, abs=1e-4 * _trace_cov(rendered))
-    assert by[("clip_i", "judge-encoder")]["value"] == pytest.approx(1.0, abs=1e-6)  # each image vs itself
+    assert by[("judge_cosine", "judge-encoder")]["value"] == pytest.approx(1.0, abs=1e-6)  # each image vs itself
     # canny re-extracted from the real image is the scene's canny map itself
     assert by[("ctrl_canny_f1", "opencv-canny")]["value"] == 1.0
 

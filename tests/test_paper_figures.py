@@ -45,6 +45,18 @@ def test_ecfm_compute_axis(cfg):
     assert (x["ecfm_k1"][0], x["ecfm_k2"][0]) == (4, 2) and "ECFM blocks" in xlabel
 
 
+def test_ecfm_axis_is_the_seeds_plain_attention(cfg):
+    """The k axis holds the seed's ECFM only; a variant with the locality prior (ours) is another family, whether
+    the prior comes from its own entry or from the shared model settings."""
+    variants = {"uncond": {"variant": "uncond"}, "ecfm_k1": {"variant": "ecfm", "ecfm_interval": 1},
+                "ecfm_local_k2": {"variant": "ecfm", "ecfm_interval": 2, "ecfm_locality": 6.0},
+                "ecfm_k3": {"variant": "ecfm", "ecfm_interval": 3, "ecfm_locality": 0.0}}
+    c = {**cfg, "scvar": {**cfg["scvar"], "model": {"depth": 4}, "variants": variants}}
+    assert ecfm_intervals(c) == {"ecfm_k1": 1, "ecfm_k3": 3}
+    c["scvar"]["model"] = {"depth": 4, "ecfm_locality": 6.0}  # the prior shared: only k3 turns it off
+    assert ecfm_intervals(c) == {"ecfm_k3": 3}
+
+
 def test_curves_figure(cfg, tmp_path):
     steps = np.arange(50)
     for sub in ("cam/full/seed0", "cam/full/seed1", "cam/no_flow/seed0", "scvar/base/seed0", "scvar/ecfm_k1/seed0"):

@@ -64,7 +64,7 @@ def test_smoke_dag_builds_everything(smoke_dag):
     for variant in cfg["scvar"]["variants"]:  # every SCVAR variant sampled and scored
         rows = json.loads((res / f"scvar/{variant}/seed0/eval.json").read_text())["rows"]
         metrics = {r["metric"] for r in rows if r["status"] == "ok"}
-        assert {"fid", "kid_mean", "precision", "recall", "ctrl_depth_rmse", "ctrl_canny_f1", "clip_i"} <= metrics
+        assert {"fid", "kid_mean", "precision", "recall", "ctrl_depth_rmse", "ctrl_canny_f1", "judge_cosine"} <= metrics
         assert all(r["reason"] for r in rows if r["status"] == "unavailable")  # never a silent 0
     r = run("snakemake", "--cores", "2", "--configfile", "config/smoke.yaml", "--dry-run")
     assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr  # a second run has no job

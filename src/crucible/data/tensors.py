@@ -1,7 +1,8 @@
 """A split of the dataset as one safetensors file, so that every training job loads it in a second.
 
 The rule ``tensors`` packs each split once per profile: stored forms (uint8 images and maps, float32
-metric depth) plus the per-scene attributes, and a JSON header (scene ids, classes, depth scale).
+metric depth) plus the per-scene attributes and the judge encoder's scene targets (``data/scene_targets.py``),
+and a JSON header (scene ids, classes, depth scale, the targets' names and heads).
 :class:`SplitTensors` encodes fields on demand with the same :func:`encode_batch` the datasets use; it checks
 the whole pack once when it loads it (every float field finite), so a bad scene stops a job at its start
 whichever scenes training happens to draw.
@@ -21,7 +22,8 @@ from ..provenance import dataset_hash, write_tensors
 from .conditions import CONDITIONS, encode_batch
 from .dataset import Manifest
 from .scene import scene_attributes
-from .store import read_file
+from .scene_targets import head_layout, scene_targets, target_names
+from .store import DataError, file_path, read_file
 
 __all__ = ["pack_split", "SplitTensors"]
 
@@ -31,24 +33,35 @@ def pack_split(root: Path, split: str, out: Path, progress: bool = True) -> None
     ids = m.ids(split)
     kinds = ["image", *[c for c in CONDITIONS if c in m.conditions]]
     arrays: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
-    presence, count = [], []
+    presence, count, targets = [], [], []
+    layout = head_layout(m.classes[2:])
     for sid in progress_bar(ids, desc=f"pack {split}", enabled=progress, unit="scene"):
         for k in kinds:
             arrays[k].append(read_file(root, split, k, sid, m.image_size))
-        p, c = scene_attributes(read_file(root, split, "params", sid), m.classes[2:])
+        params = read_file(root, split, "params", sid)
+        p, c = scene_attributes(params, m.classes[2:])
         presence.append(p)
         count.append(c)
+        try:
+            targets.append(scene_targets(params, m.classes[2:]))
+        except ValueError as e:
+            raise DataError(file_path(root, split, "params", sid), str(e)) from e
     tensors = {k: torch.from_numpy(np.stack(v)) for k, v in arrays.items()}
     tensors["presence"] = torch.tensor(presence, dtype=torch.float32).reshape(len(ids), -1)
     tensors["count"] = torch.tensor(count, dtype=torch.int64)
+    tensors["targets"] = torch.tensor(targets, dtype=torch.float32).reshape(len(ids), -1)
     header = {"ids": json.dumps(ids), "classes": json.dumps(m.classes), "depth_max": str(m.depth_max),
               "conditions": json.dumps([k for k in kinds if k != "image"]), "split": split,
-              "dataset_hash": dataset_hash(root)}
+              "dataset_hash": dataset_hash(root), "target_names": json.dumps(target_names(layout)),
+              "target_heads": json.dumps(layout)}
     write_tensors(tensors, out, metadata=header)
 
 
 REPACK = "delete it and rerun `crucible data tensors` (the workflow's tensors rule)"
 HEADER = ("ids", "classes", "conditions", "depth_max", "dataset_hash")  # JSON header keys written by pack_split
+# header keys of the judge encoder's scene targets (the ``targets`` field); packs from before they existed lack
+# them and still serve every other job
+TARGET_HEADER = ("target_names", "target_heads")
 
 
 class SplitTensors:
@@ -69,12 +82,22 @@ class SplitTensors:
             self.classes: list[str] = json.loads(meta["classes"])
             self.conditions: list[str] = json.loads(meta["conditions"])
             self.depth_max = float(meta["depth_max"])
+            has = [k in meta for k in TARGET_HEADER]
+            if any(has) and not all(has):
+                raise InputError(f"{self.path}: header holds only some of {list(TARGET_HEADER)}; {REPACK}")
+            self.target_names: list[str] | None = json.loads(meta["target_names"]) if all(has) else None
+            self.target_heads: list[dict] | None = json.loads(meta["target_heads"]) if all(has) else None
         except (json.JSONDecodeError, ValueError) as e:
             if isinstance(e, InputError):
                 raise
             raise InputError(f"{self.path}: corrupt header ({e}); {REPACK}") from e
         self.dataset_hash: str = meta["dataset_hash"]
         self._check_pack()
+        names = self.target_names or []
+        shape = tuple(self.raw["targets"].shape) if "targets" in self.raw else None
+        if (self.target_names is None) != (shape is None) or (shape is not None and shape[1:] != (len(names),)):
+            raise InputError(f"{self.path}: the 'targets' field (shape {shape}) does not match the header's "
+                             f"{len(names)} target names; {REPACK}")
 
     def _check_pack(self, chunk: int = 1024) -> None:
         """Every field holds one entry per scene id; every float field is finite (the per-scene flags are
@@ -109,14 +132,24 @@ class SplitTensors:
         if missing:
             raise InputError(f"{self.path}: condition type(s) {missing} are not in the data; it has {self.conditions}")
 
+    def require_targets(self) -> None:
+        """The judge encoder's scene targets are packed (``crucible data tensors`` of this version)."""
+        if self.target_names is None:
+            raise InputError(f"{self.path}: packed without the judge encoder's scene targets (no 'targets' field, "
+                             f"header lacks {list(TARGET_HEADER)}): packed by an older version; {REPACK}")
+
     def field(self, name: str, idx: torch.Tensor | slice) -> torch.Tensor:
-        """image (B,3,H,W) in [0,1]; a condition encoded (B,C,H,W); seg_ids (B,H,W); presence; count."""
+        """image (B,3,H,W) in [0,1]; a condition encoded (B,C,H,W); seg_ids (B,H,W); presence; count; targets
+        (B, T) float32 scene targets in the order of ``target_names``."""
         if name == "image":
             return self.raw["image"][idx].permute(0, 3, 1, 2).float().div(255.0)
         if name == "seg_ids":
             return self.raw["seg"][idx].long()
         if name in ("presence", "count"):
             return self.raw[name][idx]
+        if name == "targets":
+            self.require_targets()
+            return self.raw["targets"][idx]
         if name not in self.conditions:
             raise InputError(f"{self.path}: no condition {name!r}; it has {self.conditions}")
         return encode_batch(name, self.raw[name][idx], self.n_classes, self.depth_max)  # finite: checked on load

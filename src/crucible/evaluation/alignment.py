@@ -27,14 +27,18 @@ def depth_errors(pred_B1HW: torch.Tensor, gt_B1HW: torch.Tensor, depth_max: floa
     }
 
 
-def consistency(preds: dict[str, torch.Tensor]) -> float:
-    """Cross-condition consistency E‖D(z_i) − D(z_j)‖² (seed §3.4.1): mean over condition pairs (i < j)
-    of the per-pixel squared difference of the predictions for the same scenes."""
+def consistency(preds: dict[str, torch.Tensor], gt_B1HW: torch.Tensor, depth_max: float) -> float:
+    """Cross-condition consistency in metres: the seed's E‖D(z_i) − D(z_j)‖² (§3.4.1) pooled over every pixel
+    where the true depth is valid (the mask of :func:`depth_errors`) and every pair of condition types (i < j),
+    reported as its square root times ``depth_max``: the RMS disagreement of two types' depth maps of one scene."""
     names = sorted(preds)
     if len(names) < 2:
         return float("nan")
-    vals = [(preds[a] - preds[b]).pow(2).mean() for i, a in enumerate(names) for b in names[i + 1:]]
-    return float(torch.stack(vals).mean())
+    valid = gt_B1HW < 1.0
+    if not valid.any():
+        raise ValueError("no valid depth pixel (all ground truth at or beyond depth_max)")
+    sq = [(preds[a] - preds[b])[valid].double().pow(2).mean() for i, a in enumerate(names) for b in names[i + 1:]]
+    return float(torch.stack(sq).mean().sqrt()) * depth_max
 
 
 def active_units(means_BD: torch.Tensor, threshold: float = 0.01) -> tuple[int, int]:

@@ -78,7 +78,8 @@ def eval_cam(cfg: dict, model_path: Path, test: Path, train: Path, variant: str,
         pred, _, means = predict(model, data, cond, n, res, batch, sample=False, means=True)
         _, kl, _ = predict(model, data, cond, n, res, batch, sample=True)
         preds[cond] = pred
-        m = {**depth_errors(pred, gt, data.depth_max), "kl": kl.mean()}
+        # KL per latent dimension: comparable across latent sizes; with 0 active units it is input-independent
+        m = {**depth_errors(pred, gt, data.depth_max), "kl": kl.mean(), "kl_per_dim": kl.mean() / means[0].numel()}
         if n >= 2:
             active, total = active_units(means)
             m |= {"active_units": active, "active_fraction": active / total}
@@ -92,7 +93,7 @@ def eval_cam(cfg: dict, model_path: Path, test: Path, train: Path, variant: str,
             for k in ("depth_l1", "depth_rmse", "depth_absrel", "depth_delta1")}
     rows += _rows(variant, seed, "mean_seen", mean)
     if len(preds) >= 2:
-        rows += _rows(variant, seed, None, {"consistency": consistency(preds)})
+        rows += _rows(variant, seed, None, {"consistency": consistency(preds, gt, data.depth_max)})
     else:
         rows += _unavailable(variant, seed, None, ("consistency",),
                              f"one seen condition type ({list(preds)}): consistency compares the predictions of two "

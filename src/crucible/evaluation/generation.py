@@ -10,7 +10,9 @@ or none for ``uncond``):
   from each generated image and score them against the scene's true maps (depth RMSE in metres on
   valid pixels, normal angular error, mIoU); canny is re-extracted with the dataset's own function and
   scored against the scene's canny map (boundary F1, 1-px tolerance);
-- CLIP-I-style similarity: cosine of judge-encoder embeddings, generated vs reference image of the scene;
+- ``clip_i`` (CLIP-I): cosine of CLIP image embeddings, generated vs reference image of the scene, only with CLIP
+  weights on disk; ``judge_cosine``: the same cosine in the judge encoder's feature space (always computed; a
+  different instrument, so it gets its own name);
 - colour (colour.py): ``saturation_ratio``, the samples' mean saturation over the real images of the same scenes
   (a distribution-level check: grey samples give 0), and ``chroma_error``, the CIELAB a*b* distance of each sample
   to the reference image of its scene (meaningful for conditioned samples, which share the scene's layout; for
@@ -128,8 +130,8 @@ def evaluate_samples(cfg: dict, samples: Path, test: Path, judges: Path, variant
         edges = canny_edges_batch(fake, c["low"], c["high"])
         rows.append(_row(variant, seed, source, "ctrl_canny_f1", canny_f1(edges > 0, gt_canny), "opencv-canny"))
         if encoder is None:
-            rows.append(_row(variant, seed, source, "clip_i", None, JUDGE_BACKBONE, "unavailable", why_encoder))
+            rows.append(_row(variant, seed, source, "judge_cosine", None, JUDGE_BACKBONE, "unavailable", why_encoder))
         else:
             sim = clip_i_similarity(judge_features(fake, JUDGE_BACKBONE), ref_features)
-            rows.append(_row(variant, seed, source, "clip_i", sim.mean(), JUDGE_BACKBONE))
+            rows.append(_row(variant, seed, source, "judge_cosine", sim.mean(), JUDGE_BACKBONE))
     return rows

@@ -16,11 +16,15 @@ SOURCE = "gt_depth"
 
 
 def ecfm_intervals(cfg: dict) -> dict[str, int]:
-    """ECFM variant -> skip interval k, from the config (not from the variant's name), sorted by k."""
+    """The seed's ECFM variants (plain cross-attention, ``ecfm_locality`` 0) -> skip interval k, from the config
+    (not from the variant's name), sorted by k. Variants with the locality prior are another family: the figure
+    draws them as reference lines, like the other conditioning schemes."""
+    shared = cfg["scvar"]["model"]
     out = {}
     for name, spec in cfg["scvar"]["variants"].items():
-        if (spec or {}).get("variant") == "ecfm":
-            out[name] = int(spec.get("ecfm_interval", 1))
+        spec = spec or {}
+        if spec.get("variant") == "ecfm" and float(spec.get("ecfm_locality", shared.get("ecfm_locality", 0))) == 0:
+            out[name] = int(spec.get("ecfm_interval", shared.get("ecfm_interval", 1)))
     return dict(sorted(out.items(), key=lambda kv: kv[1]))
 
 

@@ -8,25 +8,30 @@ the reason, and is written as a placeholder note. ``write_tables`` writes every 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..evaluation.bounds import BOUND_SOURCE, BOUNDS_STAGE
 from ..provenance import write_text
-from .metrics import METRICS, arrow, label, unit
+from .metrics import METRICS, arrow, direction, label, unit
 from .render import to_markdown, write_table
 from .table import Key, Results, Table, fill
 
 __all__ = ["TABLES", "build_tables", "write_tables", "stage_table"]
 
 # headline metrics of the SCVAR ablation, in column order (other metrics of the stage follow)
-SCVAR_METRICS = ["fid", "kid_mean", "precision", "recall", "clip_i", "ctrl_depth_rmse", "ctrl_normal_deg",
-                 "ctrl_seg_miou", "ctrl_canny_f1"]
+SCVAR_METRICS = ["fid", "kid_mean", "precision", "recall", "clip_i", "judge_cosine", "ctrl_depth_rmse",
+                 "ctrl_normal_deg", "ctrl_seg_miou", "ctrl_canny_f1"]
 SCVAR_HIDDEN = {"kid_std"}  # the KID's spread over its subsets: a property of the estimate, not of the model
 CONTROL_METRICS = ["ctrl_depth_rmse", "fid"]  # per condition source
 SPEED_IN_ABLATION = ["cond_gflops_per_image", "gflops_per_image", "latency_b1_ms"]  # repeated in the ablation
 KNOWN_STAGES = {"cam", "cam_baseline", "cam_hotplug", "scvar", BOUNDS_STAGE, "speed", "judge", "tokenizer"}
 # the floor/ceiling sample sets (evaluation/bounds.py): labelled rows under the variants, never ranked
+# what the seeds of an SCVAR row vary: every variant fine-tunes the one base trained with the first seed
+SEED_NOTE = ("A seed varies the variant's fine-tuning (initialisation of its new parts, batches, sampling) only: every "
+             "variant starts from one unconditional base trained with the first seed, so base-training variance is "
+             "not in the intervals.")
 BOUND_LABELS = {"real_images": "real images (floor)", "tokenizer_recon": "tokenizer reconstruction (ceiling)"}
 BOUND_NOTE = (" Floor/ceiling rows (not ranked, no test): the real test images of the same scenes and the frozen "
               "tokenizer's reconstructions of them, scored by the same judges against the same reference; one "
@@ -85,7 +90,7 @@ def cam_alignment(res: Results, cfg: dict) -> Table:
     hp = res.stage("cam_hotplug")
     held = [c for c in cfg["data"]["held_out"] if n_max and c in set(hp[hp["variant"] == "hotplug"]["condition"])]
     rmse = head("depth_rmse", "cam")
-    cols = [(rmse, c) for c in seen] + [(rmse, "mean seen")] + [(rmse, f"{c}†") for c in held]
+    cols = [(rmse, c) for c in seen] + [(rmse, "mean of seen")] + [(rmse, f"{c}†") for c in held]
     mean_cols = ["depth_absrel", "depth_delta1", "depth_l1"]
     cols += [("mean over seen types", head(m, "cam")) for m in mean_cols]
     has_baseline = not res.stage("cam_baseline").empty
@@ -106,7 +111,8 @@ def cam_alignment(res: Results, cfg: dict) -> Table:
             return Key("cam_hotplug", "hotplug", held[c - len(conds)], "depth_rmse", n_train=n_max)
         return Key("cam", variants[r], "mean_seen", mean_cols[c - len(conds) - len(held)])
 
-    note = "Depth errors in metres on valid pixels."
+    note = ("Depth errors in metres on valid pixels. Mean of seen: the unweighted mean of the per-type errors (each "
+            "type scored on the same test scenes).")
     if held:
         note += (f" † held-out type: the frozen `full` CAM with a hot-plugged E_new trained on n = {n_max} samples"
                  " (the hot-plug protocol).")
@@ -127,10 +133,12 @@ def cam_latent(res: Results, cfg: dict) -> Table:
     seen = [c for c in cfg["data"]["seen"] if c in set(df["condition"])]
     spec = [("", "-", "consistency")]
     spec += [(head("kl", "cam"), c, "kl") for c in seen]
+    spec += [(head("kl_per_dim", "cam"), c, "kl_per_dim") for c in seen]
     spec += [(head("active_units", "cam"), c, "active_units") for c in seen]
     spec += [("", "-", "params")] + ([("", seen[0], "flops")] if seen else [])
     cols = [(g, c if g else head(m, "cam")) for g, c, m in spec]
-    note = (f"Consistency: E‖D(z_i) − D(z_j)‖² over pairs of seen types for the same scene. FLOPs of one forward "
+    note = (f"Consistency: sqrt(E‖D(z_i) − D(z_j)‖²) in metres, over valid pixels and pairs of seen types for the "
+            f"same scene. KL per latent dim: KL over the number of latent dimensions. FLOPs of one forward "
             f"pass at the CAM resolution for a {seen[0]} input." if seen else "")
     return _grid(name, title, ["variant"], [(v,) for v in variants], cols,
                  lambda r, c: Key("cam", variants[r], spec[c][1], spec[c][2]), note=note)
@@ -208,7 +216,8 @@ def scvar_ablation(res: Results, cfg: dict) -> Table:
         return Key(st, variants[r], cnd if st == "speed" else src[variants[r]], m, backbone=b)
 
     note = ("Column groups name the metric backbone (the DAG's frozen in-domain judges; opencv-canny re-extracts "
-            "edges). Conditional variants sample from ground-truth depth, `uncond` without a condition.")
+            "edges). Conditional variants sample from ground-truth depth, `uncond` without a condition. "
+            + SEED_NOTE)
     rows = [(v,) for v in variants] + [(BOUND_LABELS[b],) for b in bounds]
     return _grid(name, title, ["variant"], rows, cols, key_of, note=note + (BOUND_NOTE if bounds else ""),
                  outside=set(range(len(variants), len(rows))))
@@ -237,7 +246,7 @@ def scvar_control(res: Results, cfg: dict) -> Table:
         return Key("scvar", v, NO_SOURCE if _source(df, v) == NO_SOURCE else s, m, backbone=b)
 
     note = ("Seen types are aligned to depth by the `full` CAM, held-out ones by their hot-plugged E_new; "
-            "`uncond` ignores the condition (the same samples in every column).")
+            "`uncond` ignores the condition (the same samples in every column). " + SEED_NOTE)
     if bounds:
         note += BOUND_NOTE + " They hold the same numbers in every column."
     rows = [(v,) for v in variants] + [(BOUND_LABELS[b],) for b in bounds]
@@ -275,9 +284,21 @@ def stage_table(res: Results, stage: str, name: str, title: str, order: Iterable
                  compete=[[(r, c) for c in range(len(variants))] for r in range(len(rows))])
 
 
+def _half_trivial(res: Results, kind: str, metric: str) -> str:
+    """'yes' when the judge's error is at most half its trivial baseline's (error: the metric itself when lower
+    is better, 1 - the metric when higher is better, e.g. an accuracy), 'no' otherwise, '–' without both."""
+    rows = [res.get(Key("judge", kind, "-", m)) for m in (metric, metric + "_baseline")]
+    vals = [float(r["mean"]) if r is not None else math.nan for r in rows]
+    side = direction(metric, "judge")
+    if side is None or not all(math.isfinite(v) for v in vals):
+        return "–"
+    err, err_base = vals if side == "lower" else [1.0 - v for v in vals]
+    return "yes" if err <= 0.5 * err_base else "no"
+
+
 def judges(res: Results, cfg: dict) -> Table:
     name, title = "judges", "The frozen in-domain judges' own test quality against trivial baselines"
-    index = ["judge", "metric"]
+    index = ["judge", "metric", "error ≤ ½ trivial"]
     df = res.stage("judge")
     if df.empty:
         return _missing(name, title, index, "stage 'judge' absent from summary.csv")
@@ -292,8 +313,12 @@ def judges(res: Results, cfg: dict) -> Table:
         return Key("judge", k, "-", "n_images" if c == 2 else m + suffix[c])
 
     note = ("Each judge is trained once on the train split and frozen, then serves as the backbone named in the "
-            "generation tables.")
-    return _grid(name, title, index, [(k, head(m, "judge")) for k, m in rows_k], cols, key_of,
+            "generation tables. The encoder has one head per group of scene parameters (data/scene_targets.py): "
+            "accuracies over each head's labels, RMSE per regression target in its unit (NDC: normalised image "
+            "coordinates, -1 to 1 across the image). error ≤ ½ trivial: the judge's error (1 − accuracy, mIoU; "
+            "the error metric itself) is at most half that of its trivial baseline.")
+    rows = [(k, head(m, "judge"), _half_trivial(res, k, m)) for k, m in rows_k]
+    return _grid(name, title, index, rows, cols, key_of,
                  compete=[[(r, 0), (r, 1)] for r in range(len(rows_k))], note=note,
                  best_rule="Bold: the better of judge and trivial baseline.")
 

@@ -1,7 +1,10 @@
 """Training and evaluation of the multi-scale VQ tokenizer on the RGB train split (seed §3.6.2).
 
-Loss: L1 + L2 reconstruction + the quantizer's VQ loss (codebook + β·commitment, straight-through).
-VAR's tokenizer training code is not public; this one is ours. Evaluation on the test split:
+Loss: L1 + L2 reconstruction + the quantizer's VQ loss (codebook + β·commitment, straight-through), plus
+``tokenizer.loss.chroma_weight`` times the same L1 + L2 on the images' chroma (each pixel minus its mean over
+R, G, B). VAR's tokenizer training code is not public; this one is ours. VAR adds perceptual and GAN losses,
+which need pretrained weights we cannot download; without them a short training learns luminance first and
+greys every reconstruction, so the chroma term (0: off) keeps the colour (README "Tokenizer colour"). Evaluation on the test split:
 reconstruction PSNR and SSIM (kornia), codebook usage and perplexity per scale.
 """
 
@@ -20,7 +23,7 @@ from ..run_config import tokenizer_run
 from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from .loop import LoopConfig, run_training, shard, training_device
 
-__all__ = ["tokenizer_config", "train_tokenizer", "load_tokenizer", "eval_tokenizer", "tokenize_split",
+__all__ = ["chroma", "reconstruction_loss", "tokenizer_config", "train_tokenizer", "load_tokenizer", "eval_tokenizer", "tokenize_split",
            "reconstruct_split"]
 
 
@@ -32,6 +35,23 @@ def _to_pm1(img01: torch.Tensor) -> torch.Tensor:
     return img01 * 2.0 - 1.0
 
 
+def chroma(img_B3HW: torch.Tensor) -> torch.Tensor:
+    """Each pixel minus its mean over R, G, B: the part of the image a grey copy lacks (zero for grey)."""
+    return img_B3HW - img_B3HW.mean(dim=1, keepdim=True)
+
+
+def reconstruction_loss(rec: torch.Tensor, img: torch.Tensor, chroma_weight: float) -> dict[str, torch.Tensor]:
+    """L1 + L2 on the images and, weighted by ``chroma_weight``, on their chroma; the terms and their sum."""
+    out = {"l1": F.l1_loss(rec, img), "l2": F.mse_loss(rec, img)}
+    total = out["l1"] + out["l2"]
+    if chroma_weight > 0:
+        c_rec, c_img = chroma(rec), chroma(img)
+        out["chroma"] = F.l1_loss(c_rec, c_img) + F.mse_loss(c_rec, c_img)
+        total = total + chroma_weight * out["chroma"]
+    out["total"] = total
+    return out
+
+
 def train_tokenizer(cfg: dict, seed: int, tensors: Path, out_dir: Path, progress: bool = True) -> dict:
     torch.manual_seed(seed)  # before any module exists: initial weights are a function of the seed alone
     device = training_device()  # joins the torchrun group when launched by torchrun
@@ -39,13 +59,14 @@ def train_tokenizer(cfg: dict, seed: int, tensors: Path, out_dir: Path, progress
     tok_cfg = tokenizer_config(cfg)
     model = VQVAE(tok_cfg).to(device).train()
     loop = LoopConfig(**cfg["tokenizer"]["train"])
+    chroma_weight = float(cfg["tokenizer"].get("loss", {}).get("chroma_weight", 0.0))
 
     def loss_fn(step: int):
         img = _to_pm1(data.field("image", shard(torch.randint(len(data), (loop.batch_size,))))).to(device)
         rec, vq_loss, info = model(img)
-        l1, l2 = F.l1_loss(rec, img), F.mse_loss(rec, img)
-        return l1 + l2 + vq_loss, {"l1": l1.item(), "l2": l2.item(), "vq": vq_loss.item(),
-                                   "usage": float(info["usage_mean"])}
+        terms = reconstruction_loss(rec, img, chroma_weight)
+        logged = {k: v.item() for k, v in terms.items() if k != "total"}
+        return terms["total"] + vq_loss, {**logged, "vq": vq_loss.item(), "usage": float(info["usage_mean"])}
 
     meta = {"config": tokenizer_run(cfg, seed), "seed": seed}
     summary = run_training(model, model.parameters(), loss_fn, loop, out_dir, seed, meta, "tokenizer", progress)

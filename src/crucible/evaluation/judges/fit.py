@@ -15,14 +15,18 @@ from ...data.tensors import SplitTensors
 from ...train.distributed import is_main, shard, training_device
 from .train import QUALITY_METRICS, build_judge, evaluate_judge, save_judge, save_unavailable_judge, train_judge
 
-__all__ = ["judge_batch", "ordered_batches", "has_scene_attributes", "unavailable_reason", "fit_judge"]
+__all__ = ["judge_batch", "ordered_batches", "has_scene_attributes", "unavailable_reason", "train_settings",
+           "fit_judge"]
 
 
 def judge_batch(data: SplitTensors, idx: torch.Tensor, target: str = "depth") -> dict:
-    """The judges' batch format: image [0,1], depth [0,1], normal [-1,1], seg ids, presence, count (normal and
-    seg only where the data has them)."""
+    """The judges' batch format: image [0,1], depth [0,1], normal [-1,1], seg ids, presence, count, the judge
+    encoder's scene targets (normal and seg only where the data has them, targets where the pack has them:
+    ``fit_judge`` asks for them before it trains the encoder)."""
     out = {"image": data.field("image", idx), "presence": data.field("presence", idx),
            "count": data.field("count", idx), "depth": data.field(target, idx)}
+    if data.target_names is not None:
+        out["targets"] = data.field("targets", idx)
     if "seg" in data.conditions:
         out["seg"] = data.field("seg_ids", idx)
     if "normal" in data.conditions:
@@ -58,9 +62,17 @@ def ordered_batches(data: SplitTensors, batch: int, limit: int | None = None) ->
 def _config(cfg: dict, kind: str, data: SplitTensors) -> dict:
     j = cfg["judges"]
     if kind == "encoder":
-        return {**j["encoder"], "n_kinds": len(data.classes) - 2,
+        data.require_targets()
+        return {**j["encoder"], "n_kinds": len(data.classes) - 2, "heads": data.target_heads,
                 "max_objects": int(cfg["data"]["objects"][1])}
     return {**j["dense"], "n_classes": len(data.classes)}
+
+
+def train_settings(cfg: dict, kind: str) -> dict:
+    """``judges.train``, with ``judges.encoder_train`` on top for the encoder (it learns longer than the dense
+    judges need)."""
+    j = cfg["judges"]
+    return {**j["train"], **(j.get("encoder_train") or {})} if kind == "encoder" else dict(j["train"])
 
 
 def fit_judge(cfg: dict, kind: str, train: Path, test: Path, out: Path, progress: bool = True) -> list[dict]:
@@ -70,7 +82,7 @@ def fit_judge(cfg: dict, kind: str, train: Path, test: Path, out: Path, progress
     The batch of step s is row s of one seeded (steps, batch_size) draw of train indices."""
     device = training_device()
     tr, te = SplitTensors(train), SplitTensors(test)
-    seed, t = cfg["seeds"][0], cfg["judges"]["train"]
+    seed, t = cfg["seeds"][0], train_settings(cfg, kind)
     reason = unavailable_reason(cfg, kind, tr, te)
     if reason is not None:
         if is_main():
@@ -81,15 +93,21 @@ def fit_judge(cfg: dict, kind: str, train: Path, test: Path, out: Path, progress
                  "status": "unavailable", "reason": reason} for k in QUALITY_METRICS[kind]]
     torch.manual_seed(seed)
     model = build_judge(kind, _config(cfg, kind, tr))
+    if kind == "encoder":
+        te.require_targets()
+        model.set_target_stats(tr.field("targets", slice(None)))  # standardisation and loss scale: train split
     order = torch.randint(len(tr), (t["steps"], t["batch_size"]), generator=torch.Generator().manual_seed(seed))
     meta = {"judges": cfg["judges"], "data": cfg["data"], "kind": kind, "dataset_hash": tr.dataset_hash, "seed": seed}
     train_judge(kind, model, lambda s: judge_batch(tr, shard(order[s])), t["steps"], t["lr"], device, progress,
-                out_dir=Path(out).with_suffix(""), seed=seed, meta=meta, batch_size=t["batch_size"])
+                out_dir=Path(out).with_suffix(""), seed=seed, meta=meta, batch_size=t["batch_size"],
+                weight_decay=t.get("weight_decay", 0.0), warmup=t.get("warmup", 0),
+                lr_min_ratio=t.get("lr_min_ratio", 1.0))
     if is_main():
         tmp = Path(out).with_name(Path(out).name + ".tmp")
         save_judge(tmp, kind, model, {"dataset_hash": tr.dataset_hash, "seed": str(seed)})
         os.replace(tmp, out)
     batch = cfg["judges"]["eval_batch_size"]
-    quality = evaluate_judge(kind, model, ordered_batches(te, batch), ordered_batches(tr, batch, limit=1000))
+    quality = evaluate_judge(kind, model, ordered_batches(te, batch), ordered_batches(tr, batch, limit=1000),
+                             depth_max=te.depth_max)
     return [{"stage": "judge", "variant": kind, "seed": seed, "condition": None, "metric": k, "value": float(v)}
             for k, v in quality.items() if isinstance(v, (int, float))]

@@ -1,10 +1,12 @@
 """Train, evaluate, save and load the frozen judges (seed §3.6.4 controllability; §2 contribution 4 fidelity).
 
 Each judge kind has one loss and one quality report. The report always carries a trivial baseline (the
-per-pixel train prior: mean depth map, mean normal map, majority-class map; majority presence/count labels) so
-a reader can see that a judge measures something. Batches are dicts with keys ``image`` (B, 3, H, W) in [0,
-1], ``depth`` (B, 1, H, W) in [0, 1], ``normal`` (B, 3, H, W) in [-1, 1] (zero where nothing was hit), ``seg``
-(B, H, W) long, ``presence`` (B, n_kinds) float, ``count`` (B,) long; a judge only reads the keys it needs.
+per-pixel train prior: mean depth map, mean normal map, majority-class map; for the encoder's heads the
+per-label majority, the majority count, the train mean of each regression target) so a reader can see that a
+judge measures something. Batches are dicts with keys ``image`` (B, 3, H, W) in [0, 1], ``depth`` (B, 1, H, W)
+in [0, 1], ``normal`` (B, 3, H, W) in [-1, 1] (zero where nothing was hit), ``seg`` (B, H, W) long,
+``presence`` (B, n_kinds) float, ``count`` (B,) long, ``targets`` (B, T) float (the scene targets of
+``data/scene_targets.py``); a judge only reads the keys it needs.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from ...data.scene_targets import head_layout, metric_names
 from ...errors import InputError, read_tensors
 from ...train.loop import LoopConfig, run_training
 from ..control import NORMAL_VALID_MIN_NORM, angular_error_map_deg, confusion_matrix, miou_from_confusion
@@ -42,7 +45,7 @@ __all__ = [
 JUDGE_KINDS = ("encoder", *DENSE_KINDS)
 # the numbers of each judge's quality report (``evaluate_judge``), also listed when the judge is unavailable
 QUALITY_METRICS = {
-    "encoder": ("presence_acc", "presence_acc_baseline", "count_acc", "count_acc_baseline"),
+    "encoder": tuple(metric_names(head_layout(["any"]))),  # <head>_acc, <target>_rmse (data/scene_targets.py)
     "depth": ("rmse", "rmse_baseline"),
     "normal": ("angular_error_deg", "angular_error_deg_baseline"),
     "seg": ("miou", "miou_baseline", "pixel_acc", "pixel_acc_baseline"),
@@ -91,12 +94,11 @@ def _normal_cosine_loss(pred_B3HW: torch.Tensor, ref_B3HW: torch.Tensor) -> torc
 
 
 def judge_loss(kind: str, model: nn.Module, batch: dict) -> torch.Tensor:
-    """encoder: BCE(presence) + CE(count); depth: L1 (unclamped); normal: 1 - cos on valid pixels; seg: CE."""
+    """encoder: the sum of its heads' losses, each divided by its trivial loss (``JudgeEncoder.head_losses``);
+    depth: L1 (unclamped); normal: 1 - cos on valid pixels; seg: CE."""
     img_B3HW = batch["image"]
     if kind == "encoder":
-        out = model(img_B3HW)
-        presence = F.binary_cross_entropy_with_logits(out["presence"], batch["presence"].float())
-        return presence + F.cross_entropy(out["count"], batch["count"].long())
+        return sum(model.head_losses(model(img_B3HW), batch["targets"]).values())
     if kind == "depth":
         return F.l1_loss(model.forward_raw(img_B3HW), batch["depth"].float())  # before the [0, 1] clamp
     if kind == "normal":
@@ -119,12 +121,15 @@ def train_judge(
     seed: int = 0,
     meta: dict | None = None,
     batch_size: int | None = None,
+    warmup: int = 0,
+    lr_min_ratio: float = 1.0,
 ) -> list[float]:
-    """AdamW at a constant ``lr`` on ``judge_loss`` for ``steps`` steps through the shared training loop
+    """AdamW on ``judge_loss`` for ``steps`` steps through the shared training loop
     (``train/loop.py``): resumable from ``out_dir`` (a throw-away folder when None), data-parallel under
     torchrun. ``batches``: a sequence (step t trains on ``batches[t % len]``) or a function of the step (which
     keeps this process's share with ``train.loop.shard``; give ``batch_size`` then). Returns the loss of every
-    step run. The model is left on ``device`` in eval mode.
+    step run. The model is left on ``device`` in eval mode. The learning rate is constant at ``lr`` by default;
+    ``warmup`` steps of linear warm-up and a cosine decay to ``lr_min_ratio * lr`` when given.
     """
     _check_kind(kind, model)
     model.to(device).train()
@@ -142,8 +147,8 @@ def train_judge(
         losses.append(loss.item())
         return loss, {}
 
-    loop = LoopConfig(steps=steps, lr=lr, batch_size=batch_size, weight_decay=weight_decay, lr_min_ratio=1.0,
-                      grad_clip=0.0, ckpt_every=max(1, steps // 4))
+    loop = LoopConfig(steps=steps, lr=lr, batch_size=batch_size, weight_decay=weight_decay, warmup=warmup,
+                      lr_min_ratio=lr_min_ratio, grad_clip=0.0, ckpt_every=max(1, steps // 4))
     run_meta = {"config": meta or {"kind": kind, "steps": steps, "lr": lr}, "kind": kind}
     with tempfile.TemporaryDirectory() as tmp:
         run_training(model, model.parameters(), loss_fn, loop, Path(out_dir or tmp), seed, run_meta,
@@ -154,24 +159,30 @@ def train_judge(
 
 # --------------------------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def _train_prior(kind: str, batches: Iterable[dict], n_bins: int) -> dict[str, torch.Tensor]:
+def _train_prior(kind: str, batches: Iterable[dict], n_bins: int, heads: list[dict] = ()) -> dict[str, torch.Tensor]:
     """Per-pixel (dense kinds) or per-label (encoder) statistics of the trivial predictor, on CPU.
 
-    ``n_bins``: seg classes, or count classes (max_objects + 1) for the encoder.
+    ``n_bins``: seg classes, or count classes (max_objects + 1) for the encoder, whose prior is, per target of
+    its ``heads``, the majority value of a binary label, the majority class of a class head (the count), the
+    mean of a regression target.
     """
     acc: dict[str, torch.Tensor] = {}
+    types = [h["type"] for h in heads for _ in h["targets"]]
+    class_cols = [i for i, t in enumerate(types) if t == "class"]
+    binary_T = torch.tensor([t == "binary" for t in types], dtype=torch.bool)
 
     def add(key: str, value: torch.Tensor) -> None:
         acc[key] = acc[key] + value if key in acc else value
 
     for batch in batches:
         if kind == "encoder":
-            add("presence", batch["presence"].double().sum(0))
-            count = batch["count"].long().cpu()
-            if count.min() < 0 or count.max() >= n_bins:
-                raise ValueError(f"object counts must lie in [0, {n_bins - 1}], got {count.tolist()}")
-            add("count_hist", torch.bincount(count, minlength=n_bins).double())
-            add("n", torch.tensor(float(len(batch["count"]))))
+            t_BT = batch["targets"].double().cpu()
+            count_BC = t_BT[:, class_cols].round().long()
+            if count_BC.numel() and (count_BC.min() < 0 or count_BC.max() >= n_bins):
+                raise ValueError(f"object counts must lie in [0, {n_bins - 1}], got {count_BC.flatten().tolist()}")
+            add("sum", t_BT.sum(0))
+            add("hist", F.one_hot(count_BC, n_bins).sum(0).double())  # (n class columns, n_bins)
+            add("n", torch.tensor(float(len(t_BT))))
         elif kind == "depth":
             add("depth", batch["depth"].double().cpu().sum(0))  # (1, H, W)
             add("n", torch.tensor(float(len(batch["depth"]))))
@@ -184,7 +195,10 @@ def _train_prior(kind: str, batches: Iterable[dict], n_bins: int) -> dict[str, t
     if not acc:
         raise ValueError("no batches to compute the trivial baseline from")
     if kind == "encoder":
-        return {"presence": acc["presence"] / acc["n"] > 0.5, "count": acc["count_hist"].argmax()}
+        mean_T = acc["sum"] / acc["n"]  # binary labels: majority; class columns: majority class; else the mean
+        prior_T = (mean_T > 0.5).double().where(binary_T, mean_T)
+        prior_T[class_cols] = acc["hist"].argmax(dim=1).double()
+        return {"targets": prior_T}
     if kind == "depth":
         return {"depth": (acc["depth"] / acc["n"]).float()}
     if kind == "normal":
@@ -194,22 +208,29 @@ def _train_prior(kind: str, batches: Iterable[dict], n_bins: int) -> dict[str, t
 
 @torch.no_grad()
 def evaluate_judge(
-    kind: str, model: nn.Module, batches: Iterable[dict], train_batches: Iterable[dict] | None = None
+    kind: str, model: nn.Module, batches: Iterable[dict], train_batches: Iterable[dict] | None = None,
+    depth_max: float | None = None,
 ) -> dict:
     """Quality of a judge on ``batches`` with its trivial baseline.
 
-    encoder: presence_acc (per label), count_acc; depth: rmse; normal: angular_error_deg (mean, valid pixels);
+    encoder: ``<head>_acc`` (over the labels of a binary head; count_acc), ``<target>_rmse`` per regression target
+    in its own unit (``data/scene_targets.py``); depth: rmse in metres (``depth_max`` times the normalised maps)
+    over the valid pixels (true depth inside ``depth_max``), the mask and unit of ``ctrl_depth_rmse``, so the
+    judge's own error is the floor of that metric; normal: angular_error_deg (mean, valid pixels);
     seg: miou, pixel_acc. Every metric has a ``<metric>_baseline`` from the per-pixel/per-label prior of
     ``train_batches`` (the honest choice); without them the prior comes from ``batches`` themselves, which
     flatters the baseline, and ``baseline_source`` says so.
     """
     _check_kind(kind, model)
+    if kind == "depth" and (depth_max is None or not depth_max > 0):
+        raise ValueError(f"the depth judge's RMSE is in metres: pass depth_max > 0, got {depth_max!r}")
     n_classes = model.cfg.n_classes if kind == "seg" else 0
     n_bins = model.cfg.max_objects + 1 if kind == "encoder" else n_classes
     source = "train" if train_batches is not None else "eval"
     if train_batches is None:
         batches = list(batches)  # read twice: once for the prior, once for the metrics
-    prior = _train_prior(kind, train_batches if train_batches is not None else batches, n_bins)
+    heads = model.cfg.heads if kind == "encoder" else []
+    prior = _train_prior(kind, train_batches if train_batches is not None else batches, n_bins, heads)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -223,18 +244,28 @@ def evaluate_judge(
         img_B3HW = batch["image"]
         add("n_images", img_B3HW.shape[0])
         if kind == "encoder":
-            pred = model.predict(img_B3HW)
-            ref_presence, ref_count = batch["presence"] > 0.5, batch["count"].long()
-            add("presence_hits", (pred["presence"] == ref_presence).sum().item())
-            add("presence_hits_base", (prior["presence"].to(device) == ref_presence).sum().item())
-            add("labels", ref_presence.numel())
-            add("count_hits", (pred["count"] == ref_count).sum().item())
-            add("count_hits_base", (ref_count == prior["count"].to(device)).sum().item())
+            pred, t_BT, base_T = model.predict(img_B3HW), batch["targets"].double(), prior["targets"].to(device)
+            for h in heads:
+                name, cols = h["name"], model.columns[h["name"]]
+                ref, base = t_BT[:, cols], base_T[cols]
+                if h["type"] == "regression":
+                    add(f"{name}_se", ((pred[name].double() - ref) ** 2).sum(0).cpu())
+                    add(f"{name}_se_base", ((base - ref) ** 2).sum(0).cpu())
+                    continue
+                if h["type"] == "class":
+                    ref, base = ref[:, 0].round().long(), base.round().long()
+                else:
+                    ref, base = ref > 0.5, base > 0.5
+                add(f"{name}_hits", (pred[name] == ref).sum().item())
+                add(f"{name}_hits_base", (base == ref).sum().item())
+                add(f"{name}_labels", ref.numel())
         elif kind == "depth":
             ref = batch["depth"].double()
-            add("se", ((model(img_B3HW).double() - ref) ** 2).sum().item())
-            add("se_base", ((prior["depth"].to(device).double() - ref) ** 2).sum().item())
-            add("pixels", ref.numel())
+            valid = ref < 1.0  # background and beyond depth_max are stored as 1
+            base = prior["depth"].to(device).double().expand_as(ref)
+            add("se", ((model(img_B3HW).double() - ref)[valid] ** 2).sum().item() * depth_max**2)
+            add("se_base", ((base - ref)[valid] ** 2).sum().item() * depth_max**2)
+            add("pixels", int(valid.sum()))
         elif kind == "normal":
             ref = batch["normal"]
             angle, valid = angular_error_map_deg(model(img_B3HW), ref)
@@ -252,13 +283,18 @@ def evaluate_judge(
 
     out: dict = {"kind": kind, "n_images": int(s["n_images"]), "baseline_source": source}
     if kind == "encoder":
-        out |= {
-            "presence_acc": s["presence_hits"] / s["labels"],
-            "presence_acc_baseline": s["presence_hits_base"] / s["labels"],
-            "count_acc": s["count_hits"] / s["n_images"],
-            "count_acc_baseline": s["count_hits_base"] / s["n_images"],
-        }
+        for h in heads:
+            name, n = h["name"], s["n_images"]
+            if h["type"] != "regression":
+                out |= {f"{name}_acc": s[f"{name}_hits"] / s[f"{name}_labels"],
+                        f"{name}_acc_baseline": s[f"{name}_hits_base"] / s[f"{name}_labels"]}
+                continue
+            for i, t in enumerate(h["targets"]):
+                out |= {f"{t}_rmse": (s[f"{name}_se"][i].item() / n) ** 0.5,
+                        f"{t}_rmse_baseline": (s[f"{name}_se_base"][i].item() / n) ** 0.5}
     elif kind == "depth":
+        if not s["pixels"]:
+            raise ValueError("no valid depth pixel in the evaluation batches (all true depth at or beyond depth_max)")
         out |= {"rmse": (s["se"] / s["pixels"]) ** 0.5, "rmse_baseline": (s["se_base"] / s["pixels"]) ** 0.5}
     elif kind == "normal":
         nan = float("nan")
@@ -307,7 +343,10 @@ def load_judge(path: str | Path, device: str | torch.device = "cpu") -> tuple[st
     if meta.get("status") == STATUS_UNAVAILABLE:
         raise JudgeUnavailable(path, kind, meta.get("reason", "no reason recorded"))
     model = build_judge(kind, json.loads(meta["config"]))
-    model.load_state_dict(tensors)
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as e:  # e.g. an encoder saved before it had one head per scene-target group
+        raise InputError(f"{path}: its weights do not match its stored {kind} judge config ({e}); {refit}") from e
     return kind, model.to(device).eval().requires_grad_(False)
 
 
