@@ -19,6 +19,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/cam.smk"
 include: "workflow/rules/scvar.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/validity.smk"
 include: "workflow/rules/paper.smk"
 include: "workflow/rules/metrics.smk"
 
@@ -31,6 +32,7 @@ DAG_RESULTS = [
     *CAM_RESULTS,
     *SCVAR_RESULTS,
     *EVAL_RESULTS,
+    *VALIDITY_RESULTS,
     f"{RESULTS}/summary.csv",
     *PAPER_RESULTS,
     f"{RESULTS}/metrics.json",

@@ -198,3 +198,25 @@ def test_overfits_two_images():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] / 2
+
+
+def test_chroma_loss_counts_only_what_a_grey_copy_lacks():
+    import torch.nn.functional as F
+
+    from crucible.train.tokenizer import chroma, reconstruction_loss
+
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(2, 3, 8, 8, generator=g) * 2 - 1
+    grey = img.mean(dim=1, keepdim=True).expand_as(img)
+    assert torch.allclose(chroma(grey), torch.zeros_like(img), atol=1e-7)
+    assert torch.allclose(chroma(img).sum(dim=1), torch.zeros(2, 8, 8), atol=1e-6)  # the three channels cancel
+    plain = reconstruction_loss(grey, img, 0.0)
+    assert "chroma" not in plain
+    assert torch.isclose(plain["total"], F.l1_loss(grey, img) + F.mse_loss(grey, img))
+    # a grey reconstruction misses exactly the image's chroma: the extra term is its L1 + L2 magnitude
+    c = img - img.mean(dim=1, keepdim=True)
+    weighted = reconstruction_loss(grey, img, 4.0)
+    assert torch.isclose(weighted["chroma"], c.abs().mean() + c.pow(2).mean())
+    assert torch.isclose(weighted["total"], plain["total"] + 4.0 * weighted["chroma"])
+    # a reconstruction off only in brightness (same chroma) pays nothing extra
+    assert reconstruction_loss(img + 0.1, img, 4.0)["chroma"] < 1e-6

@@ -148,6 +148,17 @@ def _cmd_evaluate_samples(args) -> None:
                Path(args.out))
 
 
+def _cmd_evaluate_validity(args) -> None:
+    from .evaluation.validity_stage import run_validity
+    from .provenance import write_json
+
+    cfg = _load_config(args)
+    test = Path(args.tensors) / "test.safetensors"
+    rows, info = run_validity(cfg, test, Path(args.data), Path(args.judges),
+                              Path(args.tokenizer) if args.tokenizer else None, threads=args.threads)
+    write_json(_results(cfg, rows, cfg["seed"], test, **info), Path(args.out))
+
+
 def _cmd_bench(args) -> None:
     from .evaluation.bench import run_bench
     from .provenance import write_json
@@ -266,6 +277,10 @@ def _parser() -> argparse.ArgumentParser:
     for a in ("--samples", "--judges", "--tensors", "--variant", "--out"):
         sp.add_argument(a, required=True)
     sp.add_argument("--seed", type=int, required=True)
+    sp = verb(evl, "validity", _cmd_evaluate_validity, "metric validity: floors, responses to known degradations")
+    for a in ("--judges", "--tensors", "--data", "--out"):
+        sp.add_argument(a, required=True)
+    sp.add_argument("--tokenizer", help="tokenizer checkpoint (path without suffix): adds its reconstructions")
 
     sp = verb(sub, "bench", _cmd_bench, "speed: SCVAR latency/throughput (KV cache on/off), FLOPs; CAM latency")
     sp.add_argument("--scvar", nargs="*", default=[], help="VARIANT=CHECKPOINT pairs (path without suffix)")

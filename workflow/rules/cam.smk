@@ -12,6 +12,7 @@ rule tensors:
         f"benchmarks/{PROFILE}/tensors.tsv",
     params:
         out=lambda wc, output: Path(output[0]).parent,
+        pack_format=PACK_FORMAT,  # a new layout of the packs reruns this rule
     conda:
         ENV
     resources:

@@ -6,6 +6,7 @@ from snakemake.utils import validate
 
 from crucible import config as cfglib
 from crucible.data.build import render_config
+from crucible.data.tensors import PACK_FORMAT
 from crucible.run_config import run_key
 
 # tiny.yaml <- config/<profile>.yaml <- each --configfile in order <- --config values, rebuilt from what Snakemake

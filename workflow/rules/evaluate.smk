@@ -102,6 +102,7 @@ ALL_EVALS = (
     + expand(f"{RESULTS}/judges/{{kind}}.json", kind=JUDGE_KINDS)
     + expand(f"{SCVAR_DIR}/{{variant}}/seed{{seed}}/eval.json", variant=SCVAR_VARIANTS, seed=SEEDS)
     + SCVAR_BOUND_EVALS
+    + [f"{RESULTS}/validity/eval.json"]
     + [f"{RESULTS}/speed/bench.json"]
 )
 

@@ -25,7 +25,7 @@ from .scene import scene_attributes
 from .scene_targets import head_layout, scene_targets, target_names
 from .store import DataError, file_path, read_file
 
-__all__ = ["pack_split", "SplitTensors"]
+__all__ = ["PACK_FORMAT", "pack_split", "SplitTensors"]
 
 
 def pack_split(root: Path, split: str, out: Path, progress: bool = True) -> None:
@@ -59,6 +59,9 @@ def pack_split(root: Path, split: str, out: Path, progress: bool = True) -> None
 
 REPACK = "delete it and rerun `crucible data tensors` (the workflow's tensors rule)"
 HEADER = ("ids", "classes", "conditions", "depth_max", "dataset_hash")  # JSON header keys written by pack_split
+# the version of what pack_split writes: the tensors rule passes it as a param, so a new layout reruns the rule (and
+# everything after it) instead of stopping at a job that reads an old pack; bump it with every layout change
+PACK_FORMAT = 2  # 2: the judge encoder's scene targets
 # header keys of the judge encoder's scene targets (the ``targets`` field); packs from before they existed lack
 # them and still serve every other job
 TARGET_HEADER = ("target_names", "target_heads")

@@ -10,7 +10,7 @@ from ..errors import InputError
 
 __all__ = ["FIGURES", "add_paper_verbs"]
 
-FIGURES = ("hotplug", "ecfm", "curves", "qualitative")
+FIGURES = ("hotplug", "ecfm", "curves", "qualitative", "validity")
 
 
 def _load_config(args) -> dict:
@@ -45,8 +45,9 @@ def _cmd_figure(args) -> None:
         from .ecfm_figure import ecfm_figure
         from .hotplug_figure import hotplug_figure
         from .table import Results
+        from .validity_figure import validity_figure
 
-        draw = {"hotplug": hotplug_figure, "ecfm": ecfm_figure}[args.name]
+        draw = {"hotplug": hotplug_figure, "ecfm": ecfm_figure, "validity": validity_figure}[args.name]
         paths = draw(Results.from_dir(results_dir), cfg, Path(args.out))
     print("wrote " + " ".join(map(str, paths)))
 

@@ -17,6 +17,7 @@ from ..provenance import write_text
 from .metrics import METRICS, arrow, direction, label, unit
 from .render import to_markdown, write_table
 from .table import Key, Results, Table, fill
+from .validity_table import VALIDITY_STAGES, metric_validity
 
 __all__ = ["TABLES", "build_tables", "write_tables", "stage_table"]
 
@@ -26,7 +27,8 @@ SCVAR_METRICS = ["fid", "kid_mean", "precision", "recall", "clip_i", "judge_cosi
 SCVAR_HIDDEN = {"kid_std"}  # the KID's spread over its subsets: a property of the estimate, not of the model
 CONTROL_METRICS = ["ctrl_depth_rmse", "fid"]  # per condition source
 SPEED_IN_ABLATION = ["cond_gflops_per_image", "gflops_per_image", "latency_b1_ms"]  # repeated in the ablation
-KNOWN_STAGES = {"cam", "cam_baseline", "cam_hotplug", "scvar", BOUNDS_STAGE, "speed", "judge", "tokenizer"}
+KNOWN_STAGES = {"cam", "cam_baseline", "cam_hotplug", "scvar", BOUNDS_STAGE, "speed", "judge", "tokenizer",
+                *VALIDITY_STAGES}
 # the floor/ceiling sample sets (evaluation/bounds.py): labelled rows under the variants, never ranked
 # what the seeds of an SCVAR row vary: every variant fine-tunes the one base trained with the first seed
 SEED_NOTE = ("A seed varies the variant's fine-tuning (initialisation of its new parts, batches, sampling) only: every "
@@ -362,6 +364,7 @@ TABLES: dict[str, Callable[[Results, dict], Table]] = {
     "speed": speed,
     "judges": judges,
     "tokenizer": tokenizer,
+    "metric_validity": metric_validity,
 }
 
 

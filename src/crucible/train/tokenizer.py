@@ -4,8 +4,9 @@ Loss: L1 + L2 reconstruction + the quantizer's VQ loss (codebook + β·commitmen
 ``tokenizer.loss.chroma_weight`` times the same L1 + L2 on the images' chroma (each pixel minus its mean over
 R, G, B). VAR's tokenizer training code is not public; this one is ours. VAR adds perceptual and GAN losses,
 which need pretrained weights we cannot download; without them a short training learns luminance first and
-greys every reconstruction, so the chroma term (0: off) keeps the colour (README "Tokenizer colour"). Evaluation on the test split:
-reconstruction PSNR and SSIM (kornia), codebook usage and perplexity per scale.
+greys every reconstruction, so the chroma term (0: off) keeps part of the colour (README, "What the DAG
+builds"). Evaluation on the test split: reconstruction PSNR and SSIM (kornia), codebook usage and perplexity per
+scale.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from ..run_config import tokenizer_run
 from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from .loop import LoopConfig, run_training, shard, training_device
 
-__all__ = ["chroma", "reconstruction_loss", "tokenizer_config", "train_tokenizer", "load_tokenizer", "eval_tokenizer", "tokenize_split",
+__all__ = ["chroma", "reconstruction_loss", "tokenizer_config", "train_tokenizer", "load_tokenizer", "eval_tokenizer",
+           "tokenize_split",
            "reconstruct_split"]
 
 
