@@ -154,3 +154,25 @@ def test_key_lookup_needs_a_backbone_when_ambiguous():
     assert res.get(Key("s", "v", "-", "fid", backbone="b"))["backbone"] == "b"
     with pytest.raises(ValueError, match="backbones"):
         res.get(Key("s", "v", "-", "fid"))
+
+
+def test_generation_tables_mark_metrics_blind_to_a_semantic_shift(cfg):
+    """A verdict row saying `blind` (mean 1) for a semantic shift marks that metric's column in the generation tables
+    and names the shift in the note; a colour shift does not mark a control metric, which does not look at colour."""
+    base = Results.from_dir(FIXTURE).summary
+    verdicts = pd.DataFrame([
+        {"stage": "validity_verdict", "variant": v, "condition": c, "metric": m, "backbone": "-", "n_train": "-",
+         "mean": mean, "std": 0.0, "n": 1, "n_nonfinite": 0, "ci_lo": mean, "ci_hi": mean, "ci_method": "t"}
+        for v, c, m, mean in [("hue", "60", "fid", 1.0), ("remove_object", "1", "fid", 0.0),
+                              ("hue", "60", "ctrl_depth_rmse", 1.0), ("blur", "0.5", "precision", 1.0)]])
+    res = Results(pd.concat([base, verdicts], ignore_index=True))
+    built = {t.name: t for t in build_tables(res, cfg)}
+    for name in ("scvar_ablation", "scvar_control"):
+        t = built[name]
+        headers = [" ".join(col) for col in t.columns]
+        assert any("FID" in h and "§" in h for h in headers), headers
+        assert not any("depth RMSE" in h and "§" in h for h in headers)  # hue: by design for a control metric
+        assert not any("precision" in h and "§" in h for h in headers)  # blur is no semantic shift
+        assert "FID: hue 60" in t.note and "depth RMSE" not in t.note.split("§")[-1]
+    plain = {t.name: t for t in build_tables(Results(base), cfg)}
+    assert "§" not in plain["scvar_ablation"].note

@@ -17,7 +17,8 @@ from ..evaluation.validity import (
 )
 from .table import Key, Results, Table
 
-__all__ = ["VALIDITY_STAGES", "DEGRADATION_LABELS", "validity_levels", "blind_to", "metric_validity"]
+__all__ = ["VALIDITY_STAGES", "DEGRADATION_LABELS", "BLIND_MARK", "validity_levels", "blind_to", "semantic_blindness",
+           "blindness_note", "metric_validity"]
 
 VALIDITY_STAGES = {VALIDITY_STAGE, VERDICT_STAGE}  # the stages this table shows (no generic stage table for them)
 # degradation -> its column-group label; semantic shifts (re-rendered scenes) last
@@ -50,6 +51,31 @@ def blind_to(res: Results, metric: str) -> list[str]:
     pairs = sorted(zip(rows["variant"], rows["condition"], strict=True),
                    key=lambda p: (order.index(p[0]) if p[0] in order else len(order), p))
     return [f"{v.replace('_', ' ')} {c}" for v, c in pairs]
+
+
+BLIND_MARK = "§"  # on a generation table's column whose metric is blind to a semantic shift
+COLOUR_SHIFTS = ("hue", "material")  # a control metric (ctrl_*) does not look at colour: blind to these by design
+
+
+def semantic_blindness(res: Results, metric: str) -> list[str]:
+    """The semantic shifts (re-rendered scenes) ``metric`` is blind to at their mildest level, as 'shift level';
+    colour shifts are left out for the control metrics, which do not look at colour."""
+    skip = COLOUR_SHIFTS if metric.startswith("ctrl_") else ()
+    return [b for b in blind_to(res, metric) if any(b.startswith(s.replace("_", " ") + " ") for s in SEMANTIC
+                                                     if s not in skip)]
+
+
+def blindness_note(res: Results, metrics) -> str:
+    """The note of a generation table: which of its metrics the validity stage found blind to a semantic shift."""
+    found = {m: semantic_blindness(res, m) for m in dict.fromkeys(metrics)}
+    found = {m: b for m, b in found.items() if b}
+    if not found:
+        return ""
+    from .metrics import label
+
+    listed = "; ".join(f"{label(m)}: {', '.join(b)}" for m, b in found.items())
+    return (f" {BLIND_MARK} the metric-validity table finds this metric blind to a semantic shift of the real images "
+            f"at its mildest level (its response is not clearly above its floor): {listed}.")
 
 
 def metric_validity(res: Results, cfg: dict) -> Table:
