@@ -161,10 +161,12 @@ def test_generation_tables_mark_metrics_blind_to_a_semantic_shift(cfg):
     and names the shift in the note; a colour shift does not mark a control metric, which does not look at colour."""
     base = Results.from_dir(FIXTURE).summary
     verdicts = pd.DataFrame([
-        {"stage": "validity_verdict", "variant": v, "condition": c, "metric": m, "backbone": "-", "n_train": "-",
+        {"stage": "validity_verdict", "variant": v, "condition": c, "metric": m, "backbone": b, "n_train": "-",
          "mean": mean, "std": 0.0, "n": 1, "n_nonfinite": 0, "ci_lo": mean, "ci_hi": mean, "ci_method": "t"}
-        for v, c, m, mean in [("hue", "60", "fid", 1.0), ("remove_object", "1", "fid", 0.0),
-                              ("hue", "60", "ctrl_depth_rmse", 1.0), ("blur", "0.5", "precision", 1.0)]])
+        for v, c, m, b, mean in [("hue", "60", "fid", "judge-encoder", 1.0),
+                                 ("remove_object", "1", "fid", "judge-encoder", 0.0),
+                                 ("hue", "60", "ctrl_depth_rmse", "judge-depth", 1.0),
+                                 ("blur", "0.5", "precision", "judge-encoder", 1.0)]])
     res = Results(pd.concat([base, verdicts], ignore_index=True))
     built = {t.name: t for t in build_tables(res, cfg)}
     for name in ("scvar_ablation", "scvar_control"):
@@ -173,6 +175,10 @@ def test_generation_tables_mark_metrics_blind_to_a_semantic_shift(cfg):
         assert any("FID" in h and "§" in h for h in headers), headers
         assert not any("depth RMSE" in h and "§" in h for h in headers)  # hue: by design for a control metric
         assert not any("precision" in h and "§" in h for h in headers)  # blur is no semantic shift
-        assert "FID: hue 60" in t.note and "depth RMSE" not in t.note.split("§")[-1]
+        assert "FID [judge-encoder]: hue 60" in t.note and "depth RMSE" not in t.note.split("§")[-1]
     plain = {t.name: t for t in build_tables(Results(base), cfg)}
     assert "§" not in plain["scvar_ablation"].note
+    # a verdict measured with another backbone (say Inception) does not mark the judge-encoder column
+    other = verdicts.assign(backbone="inception-v3")
+    t = {t.name: t for t in build_tables(Results(pd.concat([base, other], ignore_index=True)), cfg)}["scvar_ablation"]
+    assert not any("§" in " ".join(col) for col in t.columns) and "§" not in t.note

@@ -6,9 +6,11 @@ sees. This stage measures both on the real test images, where the truth is known
 
 - **floor**: what the metric gives when nothing is wrong. Distribution metrics (FID, KID, precision, recall in
   the judge encoder's features; the saturation ratio) compare two disjoint random halves A, B of the test scenes,
-  each of the size the SCVAR variants are scored at, over several random half-splits (their spread over splits
-  is the floor's spread). Paired metrics (``judge_cosine``, ``chroma_error``, ``ctrl_*``) score the real images
-  of A against their own scenes: what a perfect generator scores.
+  n against n with n the number of samples an SCVAR variant is scored with, over several random half-splits (their
+  spread over splits is the floor's spread). The variants themselves are scored against all test images, so this
+  n-vs-n floor is higher than their real-images row (n against all); both are reported with their counts. Paired
+  metrics (``judge_cosine``, ``chroma_error``, ``ctrl_*``) score the real images of A against their own scenes:
+  what a perfect generator scores.
 - **response**: the same with half A degraded by a known amount (:data:`DEGRADATIONS`, the tokenizer's
   reconstructions, and semantic shifts re-rendered from the scene parameters, ``data/shift.py``), against the
   same real half B (distribution) or the scenes' own real images and true maps (paired).

@@ -95,6 +95,14 @@ class _Shifts:
                             "(another renderer version?): a shift's effect would be confounded with the renderer's")
         except ValueError as e:  # e.g. parameters without objects
             self.why = str(e)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop the render workers (idempotent): on an error nothing keeps rendering on the cores."""
+        if self.job is not None:
+            self.job.close()
 
     def sets(self) -> dict:
         if self.why is not None:
@@ -169,75 +177,80 @@ def run_validity(cfg: dict, test: Path, data_root: Path, judges_dir: Path, token
     seconds["degrade"] = time.perf_counter() - t0
     t1 = time.perf_counter()
 
-    judges = {k: load_available_judge(Path(judges_dir) / f"{k}.safetensors") for k in ("encoder", "depth", "normal",
-                                                                                        "seg")}
-    if judges["encoder"][0] is not None:
-        register_judge(BACKBONE, judges["encoder"][0])
-    idx = torch.arange(pool)
-    gt_depth = data.field("depth", idx) * data.depth_max
-    ref = {"depth": gt_depth, "valid": gt_depth < data.depth_max, "canny": data.raw["canny"][:pool] > 0,
-           "normal": data.field("normal", idx) * 2 - 1 if "normal" in data.conditions else None,
-           "seg": data.field("seg_ids", idx) if "seg" in data.conditions else None}
-    pred_real = _predict(real, judges, data.depth_max, cfg["data"]["canny"])
-    if "feat" in pred_real:
-        ref["feat"] = pred_real["feat"]
-    splits = half_splits(pool, n, repeats, seed)
-    encoder = BACKBONE if judges["encoder"][0] is not None else None
-    kid, pr_k = ev["kid_subset_size"], ev["pr_k"]
-    rows: list[dict] = []
+    try:
+        judges = {k: load_available_judge(Path(judges_dir) / f"{k}.safetensors") for k in ("encoder", "depth", "normal",
+                                                                                            "seg")}
+        if judges["encoder"][0] is not None:
+            register_judge(BACKBONE, judges["encoder"][0])
+        idx = torch.arange(pool)
+        gt_depth = data.field("depth", idx) * data.depth_max
+        ref = {"depth": gt_depth, "valid": gt_depth < data.depth_max, "canny": data.raw["canny"][:pool] > 0,
+               "normal": data.field("normal", idx) * 2 - 1 if "normal" in data.conditions else None,
+               "seg": data.field("seg_ids", idx) if "seg" in data.conditions else None}
+        pred_real = _predict(real, judges, data.depth_max, cfg["data"]["canny"])
+        if "feat" in pred_real:
+            ref["feat"] = pred_real["feat"]
+        splits = half_splits(pool, n, repeats, seed)
+        encoder = BACKBONE if judges["encoder"][0] is not None else None
+        kid, pr_k = ev["kid_subset_size"], ev["pr_k"]
+        rows: list[dict] = []
 
-    def score(variant, condition, images, pred) -> tuple[dict, dict]:
-        """Rows of one image set; returns (metric -> values per split, metric -> values per image)."""
-        per_split: dict[str, list[float]] = {}
-        for r, (a, b) in enumerate(splits):
-            dist = distribution_scores(images[a], real[b], encoder, kid, pr_k)
-            paired = paired_scores(images, real, pred, ref, a, data.n_classes)
-            for m, rec in dist.items():
-                rows.append(row(variant, condition, m, rec["value"], seed=r,
-                                **{k: v for k, v in rec.items() if k != "value"}))
-                per_split.setdefault(m, []).append(rec["value"])
-            for m, v in paired.items():
-                rows.append(row(variant, condition, m, v, seed=r, n_images=len(a)))
-        per_image: dict[str, list[float]] = {}
-        for i in range(pool):
-            for m, v in paired_scores(images, real, pred, ref, torch.tensor([i]), data.n_classes).items():
-                per_image.setdefault(m, []).append(v)
-        for m in [*DISTRIBUTION, *PAIRED]:
-            why = _why_missing(m, judges)
-            if why is not None:
-                rows.append(row(variant, condition, m, None, status="unavailable", reason=why))
-        return per_split, per_image
+        def score(variant, condition, images, pred) -> tuple[dict, dict]:
+            """Rows of one image set; returns (metric -> values per split, metric -> values per image)."""
+            per_split: dict[str, list[float]] = {}
+            for r, (a, b) in enumerate(splits):
+                dist = distribution_scores(images[a], real[b], encoder, kid, pr_k)
+                paired = paired_scores(images, real, pred, ref, a, data.n_classes)
+                for m, rec in dist.items():
+                    rows.append(row(variant, condition, m, rec["value"], seed=r,
+                                    **{k: v for k, v in rec.items() if k != "value"}))
+                    per_split.setdefault(m, []).append(rec["value"])
+                for m, v in paired.items():
+                    rows.append(row(variant, condition, m, v, seed=r, n_images=len(a)))
+            per_image: dict[str, list[float]] = {}
+            for i in range(pool):
+                for m, v in paired_scores(images, real, pred, ref, torch.tensor([i]), data.n_classes).items():
+                    per_image.setdefault(m, []).append(v)
+            for m in [*DISTRIBUTION, *PAIRED]:
+                why = _why_missing(m, judges)
+                if why is not None:
+                    rows.append(row(variant, condition, m, None, status="unavailable", reason=why))
+            return per_split, per_image
 
-    def verdicts(variant, condition, per_split, per_image, unavailable: str | None = None) -> None:
-        for m in (*DISTRIBUTION, *PAIRED):
-            why = unavailable or _why_missing(m, judges)
-            if why is not None:
-                rows.append(verdict_row(variant, condition, m, None, why))
-            elif m in DISTRIBUTION:
-                rows.append(verdict_row(variant, condition, m, verdict(m, floor_split[m], per_split[m])))
-            else:
-                rows.append(verdict_row(variant, condition, m, verdict(m, floor_image[m], per_image[m])))
+        def verdicts(variant, condition, per_split, per_image, unavailable: str | None = None) -> None:
+            for m in (*DISTRIBUTION, *PAIRED):
+                why = unavailable or _why_missing(m, judges)
+                if why is not None:
+                    rows.append(verdict_row(variant, condition, m, None, why))
+                elif m in DISTRIBUTION:
+                    rows.append(verdict_row(variant, condition, m, verdict(m, floor_split[m], per_split[m])))
+                else:
+                    rows.append(verdict_row(variant, condition, m, verdict(m, floor_image[m], per_image[m])))
 
-    def score_all(image_sets: dict) -> None:
-        for (variant, condition), images in image_sets.items():
-            mildest = condition == _levels(variant)[0]
-            if isinstance(images, str):  # unavailable, with the reason
-                rows.extend(row(variant, condition, m, None, status="unavailable", reason=images)
-                            for m in (*DISTRIBUTION, *PAIRED))
+        def score_all(image_sets: dict) -> None:
+            for (variant, condition), images in image_sets.items():
+                mildest = condition == _levels(variant)[0]
+                if isinstance(images, str):  # unavailable, with the reason
+                    rows.extend(row(variant, condition, m, None, status="unavailable", reason=images)
+                                for m in (*DISTRIBUTION, *PAIRED))
+                    if mildest:
+                        verdicts(variant, condition, None, None, unavailable=images)
+                    continue
+                pred = _predict(images, judges, data.depth_max, cfg["data"]["canny"])
+                per_split, per_image = score(variant, condition, images, pred)
                 if mildest:
-                    verdicts(variant, condition, None, None, unavailable=images)
-                continue
-            pred = _predict(images, judges, data.depth_max, cfg["data"]["canny"])
-            per_split, per_image = score(variant, condition, images, pred)
-            if mildest:
-                verdicts(variant, condition, per_split, per_image)
+                    verdicts(variant, condition, per_split, per_image)
 
-    floor_split, floor_image = score(FLOOR, REAL, real, pred_real)
-    score_all(sets)
-    seconds["score"] = time.perf_counter() - t1
-    t1 = time.perf_counter()
-    shifted = shifts.sets()
-    torch.set_num_threads(torch_threads)
+        floor_split, floor_image = score(FLOOR, REAL, real, pred_real)
+        score_all(sets)
+        seconds["score"] = time.perf_counter() - t1
+        t1 = time.perf_counter()
+        shifted = shifts.sets()
+    except BaseException:
+        shifts.close()  # the workers would otherwise keep rendering until the interpreter exits
+        raise
+    finally:
+        torch.set_num_threads(torch_threads)
     seconds["render_wait"] = time.perf_counter() - t1
     t1 = time.perf_counter()
     score_all(shifted)

@@ -206,10 +206,10 @@ def scvar_ablation(res: Results, cfg: dict) -> Table:
     speed_cols = sorted(dict.fromkeys(zip(sp["metric"], sp["condition"], sp["backbone"], strict=True)),
                         key=lambda x: SPEED_IN_ABLATION.index(x[0]))
     pairs += [(m, b, "speed", cnd) for m, cnd, b in speed_cols]
-    blind = {m for m, _, st, _ in pairs if st == "scvar" and semantic_blindness(res, m)}
+    blind = [(m, b) for m, b, st, _ in pairs if st == "scvar" and semantic_blindness(res, m, b)]
     cols = [("speed" if st == "speed" else (b if b != "-" else ""),
-             head(m, st) + (f" [{cnd}]" if cnd not in (None, "-") else "") + (f" {BLIND_MARK}" if m in blind else ""))
-            for m, b, st, cnd in pairs]
+             head(m, st) + (f" [{cnd}]" if cnd not in (None, "-") else "")
+             + (f" {BLIND_MARK}" if (m, b) in blind else "")) for m, b, st, cnd in pairs]
 
     bounds = _bounds(res)
 
@@ -221,7 +221,7 @@ def scvar_ablation(res: Results, cfg: dict) -> Table:
 
     note = ("Column groups name the metric backbone (the DAG's frozen in-domain judges; opencv-canny re-extracts "
             "edges). Conditional variants sample from ground-truth depth, `uncond` without a condition. "
-            + SEED_NOTE + blindness_note(res, sorted(blind)))
+            + SEED_NOTE + blindness_note(res, blind))
     rows = [(v,) for v in variants] + [(BOUND_LABELS[b],) for b in bounds]
     return _grid(name, title, ["variant"], rows, cols, key_of, note=note + (BOUND_NOTE if bounds else ""),
                  outside=set(range(len(variants), len(rows))))
@@ -237,9 +237,9 @@ def scvar_control(res: Results, cfg: dict) -> Table:
     sources = _order([GT_SOURCE, *cfg["data"]["seen"], *cfg["data"]["held_out"]],
                      [c for c in df["condition"] if c != NO_SOURCE])
     pairs = [(m, b) for m, b in _columns(df, CONTROL_METRICS) if m in CONTROL_METRICS]
-    blind = {m for m, _ in pairs if semantic_blindness(res, m)}
-    mark = {m: f" {BLIND_MARK}" if m in blind else "" for m, _ in pairs}
-    cols = [(f"{head(m, 'scvar')}{mark[m]} [{b}]" if b != "-" else head(m, "scvar") + mark[m],
+    blind = [(m, b) for m, b in pairs if semantic_blindness(res, m, b)]
+    mark = {p: f" {BLIND_MARK}" if p in blind else "" for p in pairs}
+    cols = [(f"{head(m, 'scvar')}{mark[(m, b)]} [{b}]" if b != "-" else head(m, "scvar") + mark[(m, b)],
              "GT depth" if s == GT_SOURCE else s) for m, b in pairs for s in sources]
 
     bounds = _bounds(res)
@@ -253,7 +253,7 @@ def scvar_control(res: Results, cfg: dict) -> Table:
 
     note = ("Seen types are aligned to depth by the `full` CAM, held-out ones by their hot-plugged E_new; "
             "`uncond` ignores the condition (the same samples in every column). " + SEED_NOTE
-            + blindness_note(res, sorted(blind)))
+            + blindness_note(res, blind))
     if bounds:
         note += BOUND_NOTE + " They hold the same numbers in every column."
     rows = [(v,) for v in variants] + [(BOUND_LABELS[b],) for b in bounds]

@@ -1,6 +1,7 @@
 """Figure: metric validity (crucible.evaluation.validity) — one panel per metric, its response to every graded
-degradation of the real test images (mean ± std over the random half-splits) against its floor band (the floor's
-mean ± 3 std over the half-splits); a hollow marker where the metric is blind at the degradation's mildest level."""
+degradation of the real test images (mean ± std over the random half-splits) against its floor (dashed) and, for the
+distribution metrics, the floor band (mean ± 3 std over the half-splits) their verdict uses; paired metrics are judged
+by a test over images instead. A hollow marker where the metric is blind at the degradation's mildest level."""
 
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ def validity_figure(res: Results, cfg: dict, out: Path) -> list[Path]:
             floor = _point(res, FLOOR, REAL, metric)
             if floor is not None:
                 ax.axhline(floor[0], color="0.3", lw=0.9, ls="--", zorder=1)
+            if floor is not None and metric in DISTRIBUTION:  # paired metrics are judged by a test over images
                 ax.axhspan(floor[0] - K_SPREAD * floor[1], floor[0] + K_SPREAD * floor[1], color="0.6", alpha=0.25,
                            lw=0, zorder=0)
             for v in groups:
@@ -82,7 +84,7 @@ def validity_figure(res: Results, cfg: dict, out: Path) -> list[Path]:
                               label=DEGRADATION_LABELS.get(v, v) + (" (re-rendered)" if v in SEMANTIC else ""))
                    for v in groups]
         handles += [plt.Line2D([], [], color="0.3", ls="--", label="floor: real vs real (mean)"),
-                    Patch(color="0.6", alpha=0.25, label=f"floor ± {K_SPREAD:g} std (half-splits)"),
+                    Patch(color="0.6", alpha=0.25, label=f"floor ± {K_SPREAD:g} std (distribution metrics)"),
                     plt.Line2D([], [], color="0.3", marker="o", mfc="white", ls="", label="blind at the mildest level")]
         if spare:  # the legend in the first empty panel, else under the panels
             spare[0].legend(handles=handles, loc="center", frameon=False, fontsize=7)

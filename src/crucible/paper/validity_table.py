@@ -43,10 +43,13 @@ def validity_levels(res: Results) -> list[tuple[str, str]]:
     return out
 
 
-def blind_to(res: Results, metric: str) -> list[str]:
-    """'degradation level' of every verdict row of ``metric`` that says blind (mean 1)."""
+def blind_to(res: Results, metric: str, backbone: str | None = None) -> list[str]:
+    """'degradation level' of every verdict row of ``metric`` that says blind (mean 1); with ``backbone``, only the
+    verdicts measured with that backbone (a verdict on judge-encoder FID says nothing about Inception FID)."""
     df = res.stage(VERDICT_STAGE)
     rows = df[(df["metric"] == metric) & (df["mean"] >= 0.5)]
+    if backbone is not None:
+        rows = rows[rows["backbone"] == backbone]
     order = list(DEGRADATION_LABELS)
     pairs = sorted(zip(rows["variant"], rows["condition"], strict=True),
                    key=lambda p: (order.index(p[0]) if p[0] in order else len(order), p))
@@ -57,23 +60,25 @@ BLIND_MARK = "§"  # on a generation table's column whose metric is blind to a s
 COLOUR_SHIFTS = ("hue", "material")  # a control metric (ctrl_*) does not look at colour: blind to these by design
 
 
-def semantic_blindness(res: Results, metric: str) -> list[str]:
-    """The semantic shifts (re-rendered scenes) ``metric`` is blind to at their mildest level, as 'shift level';
-    colour shifts are left out for the control metrics, which do not look at colour."""
+def semantic_blindness(res: Results, metric: str, backbone: str | None = None) -> list[str]:
+    """The semantic shifts (re-rendered scenes) ``metric`` (measured with ``backbone``) is blind to at their
+    mildest level, as 'shift level'; colour shifts are left out for the control metrics, which do not look at
+    colour."""
     skip = COLOUR_SHIFTS if metric.startswith("ctrl_") else ()
-    return [b for b in blind_to(res, metric) if any(b.startswith(s.replace("_", " ") + " ") for s in SEMANTIC
+    return [b for b in blind_to(res, metric, backbone) if any(b.startswith(s.replace("_", " ") + " ") for s in SEMANTIC
                                                      if s not in skip)]
 
 
-def blindness_note(res: Results, metrics) -> str:
-    """The note of a generation table: which of its metrics the validity stage found blind to a semantic shift."""
-    found = {m: semantic_blindness(res, m) for m in dict.fromkeys(metrics)}
-    found = {m: b for m, b in found.items() if b}
-    if not found:
-        return ""
+def blindness_note(res: Results, columns) -> str:
+    """The note of a generation table: which of its (metric, backbone) columns the validity stage found blind to a
+    semantic shift."""
     from .metrics import label
 
-    listed = "; ".join(f"{label(m)}: {', '.join(b)}" for m, b in found.items())
+    found = {(m, b): semantic_blindness(res, m, b) for m, b in dict.fromkeys(columns)}
+    listed = "; ".join(f"{label(m)}{f' [{b}]' if b != '-' else ''}: {', '.join(shifts)}"
+                       for (m, b), shifts in found.items() if shifts)
+    if not listed:
+        return ""
     return (f" {BLIND_MARK} the metric-validity table finds this metric blind to a semantic shift of the real images "
             f"at its mildest level (its response is not clearly above its floor): {listed}.")
 
@@ -98,7 +103,9 @@ def metric_validity(res: Results, cfg: dict) -> Table:
         return Key(VALIDITY_STAGE, v, cond, metrics[r])
 
     note = ("Floor: distribution metrics (FID, KID, precision, recall, saturation ratio) compare two disjoint random "
-            "halves of the real test scenes, each of the size the SCVAR variants are scored at; paired metrics score "
+            "halves of the real test scenes, n against n, n the number of samples an SCVAR variant is scored with "
+            "(the variants are scored against all test images, so the generation tables' real-images row sits lower "
+            "than this n-vs-n floor); paired metrics score "
             "each real image against its own scene (what a perfect generator scores). Responses: the first half "
             "degraded, against the same second half (distribution) or its own scenes and true maps (paired); "
             "objects removed, hue turned and material are the same scenes re-rendered with that edit. Mean ± std "
