@@ -19,7 +19,8 @@ from .render import init_mitsuba, render_scene
 from .scene import SPLITS, class_names, sample_scene, scene_rng
 from .store import write_manifest, write_scene
 
-__all__ = ["RENDER_KEYS", "render_config", "render_one", "render_dataset", "scene_id"]
+__all__ = ["RENDER_KEYS", "render_config", "render_with", "render_one", "render_worker_init", "render_dataset",
+           "scene_id"]
 
 # the data keys that change rendered files (target / seen / held_out only choose among them)
 RENDER_KEYS = ("image_size", "scenes", "spp", "supersample", "objects", "shape_kinds", "textured_fraction",
@@ -35,13 +36,19 @@ def scene_id(split: str, index: int) -> str:
     return f"{split}_{index:06d}"
 
 
+def render_with(spec: dict, data_cfg: dict, render_seed: int):
+    """``render_scene`` of a scene spec with the data config's renderer settings: the one call behind the dataset
+    and every re-render of its scenes (``shift.render_params``)."""
+    return render_scene(spec, data_cfg["shape_kinds"], data_cfg["image_size"], data_cfg["spp"],
+                        data_cfg["supersample"], render_seed)
+
+
 def render_one(data_cfg: dict, seed: int, split: str, index: int) -> tuple[dict[str, np.ndarray], dict]:
     """All arrays and the parameters of one scene."""
     spec = sample_scene(scene_rng(seed, split, index), data_cfg["shape_kinds"], tuple(data_cfg["objects"]),
                         data_cfg["textured_fraction"])
     render_seed = int(np.random.SeedSequence([seed, SPLITS.index(split), index]).generate_state(1)[0])
-    r = render_scene(spec, data_cfg["shape_kinds"], data_cfg["image_size"], data_cfg["spp"],
-                     data_cfg["supersample"], render_seed)
+    r = render_with(spec, data_cfg, render_seed)
     sk = data_cfg["sketch"]
     arrays = {
         "image": r["rgb"],
@@ -57,7 +64,8 @@ def render_one(data_cfg: dict, seed: int, split: str, index: int) -> tuple[dict[
     return arrays, params
 
 
-def _worker_init() -> None:
+def render_worker_init() -> None:
+    """Initialiser of a rendering worker process: one Mitsuba thread (the processes are the parallelism)."""
     init_mitsuba(threads=1)
 
 
@@ -78,7 +86,7 @@ def render_dataset(cfg: dict, out: Path, threads: int = 1, progress: bool = True
     bar = progress_bar(total=len(jobs), desc=f"render {cfg['profile']}", enabled=progress, unit="scene")
     if threads > 1:
         ctx = mp.get_context("spawn")  # fresh interpreters: Mitsuba's variant is per process
-        with ctx.Pool(threads, initializer=_worker_init) as pool:
+        with ctx.Pool(threads, initializer=render_worker_init) as pool:
             for split, index, arrays, params in pool.imap(_job, jobs, chunksize=4):
                 write_scene(partial, split, scene_id(split, index), arrays, params)
                 bar.update()

@@ -26,7 +26,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .render import init_mitsuba, render_scene
+from .build import render_with, render_worker_init
+from .render import init_mitsuba
 
 __all__ = ["SHIFTS", "MATERIAL_CYCLE", "remove_object", "rotate_hue", "change_material", "apply_shift",
            "render_params", "RenderJob", "render_shifted", "rerender_matches"]
@@ -103,17 +104,12 @@ def render_params(params: dict, data_cfg: dict) -> np.ndarray:
     """(H, W, 3) uint8: the RGB pass of ``params`` rendered as the dataset was (``build.render_one``)."""
     if "render_seed" not in params:
         raise ValueError(f"scene {params.get('scene_id', '?')}: parameters without 'render_seed' cannot be re-rendered")
-    return render_scene(params, data_cfg["shape_kinds"], data_cfg["image_size"], data_cfg["spp"],
-                        data_cfg["supersample"], int(params["render_seed"]))["rgb"]
+    return render_with(params, data_cfg, int(params["render_seed"]))["rgb"]
 
 
 def _job(args) -> np.ndarray:
     params, shift, level, data_cfg = args
     return render_params(params if shift is None else apply_shift(params, shift, level), data_cfg)
-
-
-def _worker_init() -> None:
-    init_mitsuba(threads=1)
 
 
 class RenderJob:
@@ -130,7 +126,7 @@ class RenderJob:
                 apply_shift(p, shift, level)
         self.pool = self.pending = None
         if threads > 1 and len(self.jobs) > 1:
-            self.pool = mp.get_context("spawn").Pool(min(threads, len(self.jobs)), initializer=_worker_init)
+            self.pool = mp.get_context("spawn").Pool(min(threads, len(self.jobs)), initializer=render_worker_init)
             self.pending = self.pool.map_async(_job, self.jobs, chunksize=max(1, len(self.jobs) // (8 * threads)))
 
     def get(self) -> np.ndarray:

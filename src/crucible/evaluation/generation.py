@@ -39,7 +39,7 @@ from .fidelity import distribution_metrics, inception_metrics, judge_features, r
 from .judges.train import load_available_judge
 from .pretrained import clip_similarity
 
-__all__ = ["JUDGE_BACKBONE", "load_samples", "evaluate_samples"]
+__all__ = ["JUDGE_BACKBONE", "load_samples", "dense_predictions", "evaluate_samples"]
 
 JUDGE_BACKBONE = "judge-encoder"
 SAMPLE_COUNTS = ("n_real", "n_fake", "kid_subset_size", "pr_k")  # what a distribution row's value rests on
@@ -59,7 +59,8 @@ def load_samples(path: Path) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def _dense(judge, img_u8: torch.Tensor, batch: int = 100) -> torch.Tensor:
+def dense_predictions(judge, img_u8: torch.Tensor, batch: int = 100) -> torch.Tensor:
+    """A dense judge's outputs for uint8 images, ``batch`` at a time on the judge's device, returned on the CPU."""
     device = next(judge.parameters()).device
     outs = [judge(img_u8[s:s + batch].to(device).float() / 255.0).cpu() for s in range(0, len(img_u8), batch)]
     return torch.cat(outs)
@@ -97,7 +98,8 @@ def evaluate_samples(cfg: dict, samples: Path, test: Path, judges: Path, variant
     def dense_row(source, metric, kind, score):  # score: the judge's prediction -> the metric's value
         judge, why = dense[kind]
         rows.append(_row(variant, seed, source, metric, None, f"judge-{kind}", "unavailable", why) if judge is None
-                    else _row(variant, seed, source, metric, score(_dense(judge, fakes[source])), f"judge-{kind}"))
+                    else _row(variant, seed, source, metric, score(dense_predictions(judge, fakes[source])),
+                              f"judge-{kind}"))
 
     for source, fake in fakes.items():
         if encoder is None:

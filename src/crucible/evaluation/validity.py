@@ -37,7 +37,7 @@ from scipy.stats import wilcoxon
 
 from .colour import chroma_error, saturation_ratio
 from .control import canny_f1, clip_i_similarity, depth_rmse, normal_angular_error_deg, seg_miou
-from .fidelity import distribution_metrics
+from .fidelity import distribution_metrics, images_to_uint8
 
 __all__ = ["VALIDITY_STAGE", "VERDICT_STAGE", "FLOOR", "REAL", "DISTRIBUTION", "PAIRED", "BACKBONES", "BETTER",
            "K_SPREAD", "ALPHA", "RULE", "DEGRADATIONS", "blur", "add_noise", "desaturate", "half_splits",
@@ -70,16 +70,12 @@ def _unit(img_u8: torch.Tensor) -> torch.Tensor:
     return img_u8.float() / 255.0
 
 
-def _u8(x: torch.Tensor) -> torch.Tensor:
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
 def blur(img_u8: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian blur of std ``sigma`` px (kernel 2·ceil(3σ)+1, reflected borders): a constant image is unchanged."""
     if sigma <= 0:
         raise ValueError(f"blur: sigma must be > 0 px, got {sigma}")
     k = 2 * math.ceil(3 * sigma) + 1
-    return _u8(gaussian_blur2d(_unit(img_u8), (k, k), (sigma, sigma), border_type="reflect"))
+    return images_to_uint8(gaussian_blur2d(_unit(img_u8), (k, k), (sigma, sigma), border_type="reflect"))
 
 
 def add_noise(img_u8: torch.Tensor, sigma: float, seed: int = 0) -> torch.Tensor:
@@ -88,7 +84,7 @@ def add_noise(img_u8: torch.Tensor, sigma: float, seed: int = 0) -> torch.Tensor
         raise ValueError(f"noise: sigma must be >= 0, got {sigma}")
     g = torch.Generator().manual_seed(seed)
     x = _unit(img_u8)
-    return _u8(x + sigma * torch.randn(x.shape, generator=g))
+    return images_to_uint8(x + sigma * torch.randn(x.shape, generator=g))
 
 
 LUMA = (0.299, 0.587, 0.114)  # Rec. 601 luma of the sRGB values (PIL's "L")
@@ -100,7 +96,7 @@ def desaturate(img_u8: torch.Tensor, amount: float) -> torch.Tensor:
         raise ValueError(f"desaturate: amount must be in [0, 1], got {amount}")
     x = _unit(img_u8)
     y = (x * torch.tensor(LUMA).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
-    return _u8((1 - amount) * x + amount * y)
+    return images_to_uint8((1 - amount) * x + amount * y)
 
 
 # name -> (levels, mildest first, as the rows' condition strings; images, level, seed -> degraded images)

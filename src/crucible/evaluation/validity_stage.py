@@ -26,6 +26,7 @@ from ..errors import InputError
 from ..provenance import dataset_hash
 from .control import canny_edges_batch
 from .fidelity import judge_features, register_judge
+from .generation import dense_predictions
 from .judges.train import load_available_judge
 from .validity import (
     BACKBONES,
@@ -113,22 +114,17 @@ class _Shifts:
         return {key: imgs[i * self.pool:(i + 1) * self.pool] for i, key in enumerate(SHIFT_LEVELS)}
 
 
-@torch.no_grad()
-def _dense(judge, img_u8: torch.Tensor, batch: int = 100) -> torch.Tensor:
-    return torch.cat([judge(img_u8[s:s + batch].float() / 255.0) for s in range(0, len(img_u8), batch)])
-
-
 def _predict(images: torch.Tensor, judges: dict, depth_max: float, canny: dict) -> dict:
     """Everything the paired metrics read from one image set (features, re-estimated maps, canny edges)."""
     pred = {"canny": canny_edges_batch(images, canny["low"], canny["high"]) > 0}
     if judges["encoder"][0] is not None:
         pred["feat"] = judge_features(images, BACKBONE)
     if judges["depth"][0] is not None:
-        pred["depth"] = _dense(judges["depth"][0], images) * depth_max
+        pred["depth"] = dense_predictions(judges["depth"][0], images) * depth_max
     if judges["normal"][0] is not None:
-        pred["normal"] = _dense(judges["normal"][0], images)
+        pred["normal"] = dense_predictions(judges["normal"][0], images)
     if judges["seg"][0] is not None:
-        pred["seg"] = _dense(judges["seg"][0], images).argmax(1)
+        pred["seg"] = dense_predictions(judges["seg"][0], images).argmax(1)
     return pred
 
 
