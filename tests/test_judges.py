@@ -112,6 +112,26 @@ def test_encoder_shapes_config_and_per_image_features():
         enc.features(torch.rand(2, 1, SIZE, SIZE))
 
 
+def test_encoder_pool_grid_is_block_means_of_the_trunk_map():
+    """pool_grid g: the projection sees the trunk's last map averaged over g x g blocks, flattened (C, g, g) in
+    that order; g = 1 is the global mean. Checked against block means computed by reshaping."""
+    torch.manual_seed(0)
+    x = torch.rand(3, 3, SIZE, SIZE)
+    for g in (1, 2, 4):
+        enc = JudgeEncoder(EncoderConfig(width=8, n_stages=2, feat_dim=12, pool_grid=g, heads=HEADS)).eval()
+        h_BCHW = x * 2 - 1
+        for stage in enc.stages:
+            h_BCHW = stage(h_BCHW)
+        B, C, H, W = h_BCHW.shape  # 16 -> 4 after two stages
+        blocks = h_BCHW.reshape(B, C, g, H // g, g, W // g).mean(dim=(3, 5)).flatten(1)
+        torch.testing.assert_close(enc.features(x), enc.proj(blocks), rtol=1e-5, atol=1e-6)
+        assert enc.proj.in_features == C * g * g
+    with pytest.raises(ValueError, match="smaller than pool_grid=8"):
+        JudgeEncoder(EncoderConfig(width=8, n_stages=2, feat_dim=12, pool_grid=8, heads=HEADS)).features(x)
+    with pytest.raises(ValueError, match="pool_grid must be >= 1"):
+        EncoderConfig(pool_grid=0)
+
+
 @pytest.mark.parametrize("kind", ["depth", "normal", "seg"])
 def test_dense_judge_outputs(kind):
     judge = _dense(kind).eval()

@@ -85,16 +85,18 @@ def test_light_azimuth_is_relative_to_the_camera():
 
 
 def test_binary_heads_count_size_floor_and_colour():
-    objs = [_obj("cube", (1.0, 0.0), 0.3, (1, 0, 0), "plastic", {"kind": "checkerboard"}),
+    # a red cube with a green second checker colour (both on its surface), a blue cube
+    objs = [_obj("cube", (1.0, 0.0), 0.3, (1, 0, 0), "plastic", {"kind": "checkerboard", "color1": [0, 1, 0]}),
             _obj("cube", (0.0, 1.0), 0.5, (0, 0, 1), "plastic")]
     t = _named(_scene(objs))
     assert [t[f"presence_{k}"] for k in KINDS] == [0.0, 1.0, 0.0]
-    assert [t[f"colour_{h}"] for h in HUE_SECTORS] == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    assert [t[f"colour_{h}"] for h in HUE_SECTORS] == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
     assert [t[f"material_{m}"] for m in ("diffuse", "plastic", "roughconductor")] == [0.0, 1.0, 0.0]
     assert (t["texture_object"], t["texture_floor"]) == (1.0, 0.0)
     assert t["count"] == 2.0 and t["size_mean"] == pytest.approx(0.4)
     assert (t["floor_grey"], t["ambient"]) == (0.5, 0.25)
-    assert (t["object_rgb_r"], t["object_rgb_g"], t["object_rgb_b"]) == (0.5, 0.0, 0.5)
+    # the textured cube shows (0.5, 0.5, 0) on average; mean with the blue cube
+    assert (t["object_rgb_r"], t["object_rgb_g"], t["object_rgb_b"]) == (0.25, 0.25, 0.5)
     assert _named(_scene(objs, floor_texture={"kind": "checkerboard"}))["texture_floor"] == 1.0
 
 

@@ -8,7 +8,10 @@ loss and one score (README, "Judges and metrics"):
 ``binary`` heads (BCE per label; score: accuracy over the head's labels; trivial: each label's train majority)
   - ``presence``  one label per shape kind (config order): an object of that kind is in the scene.
   - ``colour``    one label per hue sector of 60° centred on red, yellow, green, cyan, blue, magenta (red:
-                  hue in [330°, 30°)): an object whose stored RGB colour has its HSV hue in that sector.
+                  hue in [330°, 30°)): an object shows a colour (its stored RGB colour, or the second colour
+                  of its checkerboard texture) whose HSV hue is in that sector. Both checker colours are on
+                  the object's surface, so both count: a label that ignored one would be wrong for what the
+                  image shows.
   - ``material``  one label per material (diffuse, plastic, roughconductor): an object of that material.
   - ``texture``   ``texture_object``: a checker-textured object; ``texture_floor``: a checker-textured floor.
 
@@ -33,7 +36,9 @@ the train mean, whose RMSE is the target's spread)
                     Mitsuba point emitter's ``intensity``, W/sr).
   - ``floor``       ``floor_grey``: the floor's grey reflectance (0..1).
   - ``ambient``     ``ambient``: radiance of the constant environment light (Mitsuba units).
-  - ``object_rgb``  ``object_rgb_r``, ``_g``, ``_b``: the objects' mean stored RGB reflectance (0..1).
+  - ``object_rgb``  ``object_rgb_r``, ``_g``, ``_b``: the objects' mean visible RGB reflectance (0..1): an
+                    object's colour, or for a checker-textured one the mean of its two colours (the
+                    checkerboard covers its surface half and half).
 
 A scene without objects (an imported scene: ``{}``) gets all zeros; the judge encoder is then unavailable
 (``evaluation/judges/fit.py``), so these zeros are never learned.
@@ -132,7 +137,7 @@ def scene_targets(params: dict, shape_kinds: list[str]) -> list[float]:
 
 def _targets(params: dict, objs: list[dict], shape_kinds: list[str]) -> list[float]:
     out: list[float] = [float(any(o["kind"] == k for o in objs)) for k in shape_kinds]
-    sectors = {hue_sector(o["color"]) for o in objs}
+    sectors = {hue_sector(c) for o in objs for c in _visible_colours(o)}
     out += [float(i in sectors) for i in range(len(HUE_SECTORS))]
     out += [float(any(o["material"] == m for o in objs)) for m in MATERIALS]
     out += [float(any(o.get("texture") for o in objs)), float(bool(params["floor"].get("texture")))]
@@ -150,5 +155,11 @@ def _targets(params: dict, objs: list[dict], shape_kinds: list[str]) -> list[flo
     rel = math.atan2(lz, lx) - math.atan2(origin[2], origin[0])
     out += [math.cos(rel), math.sin(rel), ly, float(light["intensity"])]
     out += [float(params["floor"]["color"][0]), float(params["ambient"])]
-    out += [float(c) for c in np.mean([o["color"] for o in objs], axis=0)]
+    out += [float(c) for c in np.mean([np.mean(_visible_colours(o), axis=0) for o in objs], axis=0)]
     return out
+
+
+def _visible_colours(obj: dict) -> list[list[float]]:
+    """The colours on an object's surface: its own, and its checkerboard's second colour when textured."""
+    tex = obj.get("texture")
+    return [obj["color"], tex["color1"]] if tex else [obj["color"]]

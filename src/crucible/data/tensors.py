@@ -61,7 +61,7 @@ REPACK = "delete it and rerun `crucible data tensors` (the workflow's tensors ru
 HEADER = ("ids", "classes", "conditions", "depth_max", "dataset_hash")  # JSON header keys written by pack_split
 # the version of what pack_split writes: the tensors rule passes it as a param, so a new layout reruns the rule (and
 # everything after it) instead of stopping at a job that reads an old pack; bump it with every layout change
-PACK_FORMAT = 2  # 2: the judge encoder's scene targets
+PACK_FORMAT = 3  # 2: the judge encoder's scene targets; 3: their colours are the visible ones (textures too)
 # header keys of the judge encoder's scene targets (the ``targets`` field); packs from before they existed lack
 # them and still serve every other job
 TARGET_HEADER = ("target_names", "target_heads")

@@ -37,11 +37,14 @@ class EncoderConfig:
     max_objects: int = 5  # the count head classifies 0..max_objects (max_objects + 1 classes)
     coords: bool = False  # append the pixel's (x, y) in [-1, 1] to the input: pooled features can say where
     head_hidden: int = 0  # 0: linear heads on the embedding; > 0: one hidden SiLU layer of this width per head
+    # the trunk's last map is average-pooled to a pool_grid x pool_grid grid and flattened before the projection:
+    # 1 is Inception's global average (where things are is lost); > 1 keeps where the objects stand
+    pool_grid: int = 1
     # the heads ({"name", "type", "targets"}, data/scene_targets.py); None: every head, n_kinds shape kinds
     heads: list[dict] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("in_channels", "width", "n_stages", "feat_dim", "n_kinds", "max_objects"):
+        for name in ("in_channels", "width", "n_stages", "feat_dim", "n_kinds", "max_objects", "pool_grid"):
             if getattr(self, name) < 1:
                 raise ValueError(f"EncoderConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.head_hidden < 0:
@@ -116,8 +119,8 @@ class JudgeEncoder(nn.Module):
         self.stages = nn.ModuleList(
             _DownStage(c_in, c_out) for c_in, c_out in zip(c_ins, widths, strict=True)
         )
-        # 2. embedding: global average pool -> linear projection (the metric feature, like Inception's pool3)
-        self.proj = nn.Linear(widths[-1], cfg.feat_dim)
+        # 2. embedding: average pool to a grid -> linear projection (the metric feature; grid 1 is Inception's pool3)
+        self.proj = nn.Linear(widths[-1] * cfg.pool_grid**2, cfg.feat_dim)
         # 3. one head per target group on the activated embedding
         def head(n_out: int) -> nn.Module:
             if not cfg.head_hidden:
@@ -147,7 +150,11 @@ class JudgeEncoder(nn.Module):
             h_BCHW = torch.cat([h_BCHW, grid_2HW.expand(B, 2, H, W)], dim=1)
         for stage in self.stages:
             h_BCHW = stage(h_BCHW)
-        return self.proj(h_BCHW.mean(dim=(2, 3)))  # (B, C) -> (B, D)
+        g = self.cfg.pool_grid
+        if min(h_BCHW.shape[-2:]) < g:
+            raise ValueError(f"images of {tuple(img_B3HW.shape[-2:])} leave a {tuple(h_BCHW.shape[-2:])} map after "
+                             f"{self.cfg.n_stages} stages, smaller than pool_grid={g}")
+        return self.proj(F.adaptive_avg_pool2d(h_BCHW, g).flatten(1))  # (B, C*g*g) -> (B, D)
 
     def forward(self, img_B3HW: torch.Tensor) -> dict[str, torch.Tensor]:
         feat_BD = self.features(img_B3HW)
