@@ -13,6 +13,7 @@ from pathlib import Path
 from . import config as cfglib
 from .data.commands import add_data_verbs
 from .errors import InputError, input_errors
+from .evaluation.judges import JUDGE_KINDS
 
 __all__ = ["main"]
 
@@ -268,7 +269,7 @@ def _parser() -> argparse.ArgumentParser:
 
     jdg = sub.add_parser("judges", help="frozen in-domain judges").add_subparsers(dest="verb", required=True)
     sp = verb(jdg, "fit", _cmd_judges_fit, "train one judge on the train split, report its test quality")
-    sp.add_argument("--kind", required=True, choices=["encoder", "depth", "normal", "seg"])
+    sp.add_argument("--kind", required=True, choices=JUDGE_KINDS)
     for a in ("--tensors", "--out", "--quality"):
         sp.add_argument(a, required=True)
     sp.add_argument("--quiet", action="store_true")

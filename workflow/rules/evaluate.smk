@@ -1,6 +1,6 @@
 # Stage: frozen judges (trained once per dataset), the generation metrics of every SCVAR sample set, speed.
 
-JUDGE_KINDS = ["encoder", "depth", "normal", "seg"]
+from crucible.evaluation.judges import JUDGE_KINDS  # the judge kinds, declared once (judges/train.py)
 
 
 rule judge_fit:

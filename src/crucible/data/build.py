@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..progress import progress as progress_bar
-from .conditions import canny_edges, contour_lines, sketch_lines
+from .conditions import CONDITIONS, canny_edges, contour_lines, sketch_lines
 from .render import init_mitsuba, render_scene
 from .scene import SPLITS, class_names, sample_scene, scene_rng
 from .store import write_manifest, write_scene
@@ -102,7 +102,7 @@ def render_dataset(cfg: dict, out: Path, threads: int = 1, progress: bool = True
         "image_size": data["image_size"],
         "depth_max": data["depth_max"],
         "classes": class_names(data["shape_kinds"]),
-        "conditions": ["depth", "normal", "seg", "canny", "sketch", "contour"],
+        "conditions": list(CONDITIONS),
         "splits": ids,
         "seed": cfg["seed"],
         "render_config": render_config(cfg),

@@ -36,7 +36,7 @@ from .bounds import stage_of
 from .colour import GREY_REASON, colour_metrics
 from .control import canny_edges_batch, canny_f1, clip_i_similarity, depth_rmse, normal_angular_error_deg, seg_miou
 from .fidelity import distribution_metrics, inception_metrics, judge_features, register_judge
-from .judges.train import load_available_judge
+from .judges import DENSE_KINDS, load_available_judge
 from .pretrained import clip_similarity
 
 __all__ = ["JUDGE_BACKBONE", "load_samples", "dense_predictions", "evaluate_samples"]
@@ -79,7 +79,7 @@ def evaluate_samples(cfg: dict, samples: Path, test: Path, judges: Path, variant
     encoder, why_encoder = load_available_judge(Path(judges) / "encoder.safetensors")
     if encoder is not None:
         register_judge(JUDGE_BACKBONE, encoder)
-    dense = {k: load_available_judge(Path(judges) / f"{k}.safetensors") for k in ("depth", "normal", "seg")}
+    dense = {k: load_available_judge(Path(judges) / f"{k}.safetensors") for k in DENSE_KINDS}
     real_all = data.raw["image"].permute(0, 3, 1, 2).contiguous()  # (N,3,H,W) uint8: the reference set
     n = {fake.shape[0] for fake in fakes.values()}
     if len(n) != 1:

@@ -27,7 +27,7 @@ from ..provenance import dataset_hash
 from .control import canny_edges_batch
 from .fidelity import judge_features, register_judge
 from .generation import dense_predictions
-from .judges.train import load_available_judge
+from .judges import JUDGE_KINDS, load_available_judge
 from .validity import (
     BACKBONES,
     DEGRADATIONS,
@@ -174,8 +174,7 @@ def run_validity(cfg: dict, test: Path, data_root: Path, judges_dir: Path, token
     t1 = time.perf_counter()
 
     try:
-        judges = {k: load_available_judge(Path(judges_dir) / f"{k}.safetensors") for k in ("encoder", "depth", "normal",
-                                                                                            "seg")}
+        judges = {k: load_available_judge(Path(judges_dir) / f"{k}.safetensors") for k in JUDGE_KINDS}
         if judges["encoder"][0] is not None:
             register_judge(BACKBONE, judges["encoder"][0])
         idx = torch.arange(pool)

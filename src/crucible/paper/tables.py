@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..evaluation.bounds import BOUND_SOURCE, BOUNDS_STAGE
+from ..evaluation.judges import JUDGE_KINDS
 from ..provenance import write_text
 from .metrics import METRICS, arrow, direction, label, unit
 from .render import to_markdown, write_table
@@ -309,7 +310,7 @@ def judges(res: Results, cfg: dict) -> Table:
     df = res.stage("judge")
     if df.empty:
         return _missing(name, title, index, "stage 'judge' absent from summary.csv")
-    kinds = _order(["encoder", "depth", "normal", "seg"], df["variant"])
+    kinds = _order(list(JUDGE_KINDS), df["variant"])
     rows_k = [(k, m) for k in kinds for m in _metric_order(df[df["variant"] == k]["metric"])
               if not m.endswith("_baseline") and m != "n_images"]
     cols = [("", "judge on test"), ("", "trivial baseline"), ("", "test images")]
