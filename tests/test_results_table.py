@@ -56,3 +56,23 @@ def test_unconditional_reference_pairs_with_every_condition_source(tmp_path):
     assert set(paired.index) == {"gt_depth", "canny"} and (paired["reference"] == "uncond").all()
     for src, v in inject.items():
         assert np.isclose(paired.loc[src, "p_value"], stats.ttest_rel(v, uncond).pvalue)
+
+
+def test_result_rows_are_what_the_results_table_reads(tmp_path):
+    """Every stage builds its rows with evaluation/rows.py; what they hold is what summarize_results needs."""
+    import pytest
+
+    from crucible.evaluation.rows import ROW_KEYS, result_row, result_rows, unavailable_rows
+
+    ok = result_rows("cam", "full", 0, "canny", {"depth_rmse": np.float32(0.5), "params": 12})
+    assert [set(r) for r in ok] == [set(ROW_KEYS)] * 2
+    assert ok[1]["value"] == 12.0 and type(ok[1]["value"]) is float and ok[0]["status"] == "ok"
+    gone = unavailable_rows("scvar", "uncond", 0, "none", ["fid", "kid_mean"], "no weights", backbone="inception-v3")
+    assert [(r["value"], r["status"], r["reason"]) for r in gone] == [(None, "unavailable", "no weights")] * 2
+    assert result_row("scvar", "lora", 1, "depth", "fid", 3, n_fake=64)["n_fake"] == 64  # a stage's own keys
+    with pytest.raises(ValueError, match="without a reason"):
+        result_row("cam", "full", 0, None, "kl", None, status="unavailable")
+    with pytest.raises(ValueError, match="status must be"):
+        result_row("cam", "full", 0, None, "kl", 1.0, status="missing")
+    summary = summarize_results([_write(tmp_path / "rows.json", ok + gone)], tmp_path / "out")
+    assert set(summary["metric"]) == {"depth_rmse", "params"} and summary["n"].eq(1).all()

@@ -20,6 +20,7 @@ from ..models.scvar.flops import generation_flops
 from ..train.cam import aligned_depth, load_cam
 from ..train.scvar import load_scvar
 from ..train.tokenizer import load_tokenizer
+from .rows import result_row
 from .speed import benchmark, count_parameters, images_per_second
 
 __all__ = ["bench_scvar", "bench_cam", "run_bench"]
@@ -34,8 +35,7 @@ class _Rows(list):
 
     def add(self, variant: str, metric: str, value: float, condition: str | None = None,
             timing: dict | None = None) -> None:
-        self.append({"stage": "speed", "variant": variant, "seed": self.seed, "condition": condition,
-                     "metric": metric, "value": float(value)})
+        self.append(result_row("speed", variant, self.seed, condition, metric, value))
         if timing is not None:
             self.timings[f"{variant}/{condition or '-'}/{metric}"] = timing
 

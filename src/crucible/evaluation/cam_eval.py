@@ -19,6 +19,7 @@ from ..data.tensors import SplitTensors
 from ..models.cam import CAM
 from ..train.cam import cam_run_config, load_cam, resize
 from .alignment import active_units, consistency, depth_errors
+from .rows import result_rows, unavailable_rows
 
 __all__ = ["mean_depth_baseline", "predict", "eval_cam", "eval_hotplug"]
 
@@ -53,13 +54,11 @@ def _flops(model: CAM, cond: str, channels: int, res: int) -> int:
 
 
 def _rows(variant: str, seed: int, cond: str | None, metrics: dict, stage: str = "cam") -> list[dict]:
-    return [{"stage": stage, "variant": variant, "seed": seed, "condition": cond, "metric": k, "value": float(v)}
-            for k, v in metrics.items()]
+    return result_rows(stage, variant, seed, cond, metrics)
 
 
 def _unavailable(variant: str, seed: int, cond: str | None, metrics: tuple[str, ...], reason: str) -> list[dict]:
-    return [{"stage": "cam", "variant": variant, "seed": seed, "condition": cond, "metric": k, "value": None,
-             "status": "unavailable", "reason": reason} for k in metrics]
+    return unavailable_rows("cam", variant, seed, cond, metrics, reason)
 
 
 def eval_cam(cfg: dict, model_path: Path, test: Path, train: Path, variant: str, seed: int) -> list[dict]:

@@ -38,6 +38,7 @@ from .control import canny_edges_batch, canny_f1, clip_i_similarity, depth_rmse,
 from .fidelity import distribution_metrics, inception_metrics, judge_features, register_judge
 from .judges import DENSE_KINDS, load_available_judge
 from .pretrained import clip_similarity
+from .rows import STATUS_OK, result_row
 
 __all__ = ["JUDGE_BACKBONE", "load_samples", "dense_predictions", "evaluate_samples"]
 
@@ -66,10 +67,8 @@ def dense_predictions(judge, img_u8: torch.Tensor, batch: int = 100) -> torch.Te
     return torch.cat(outs)
 
 
-def _row(variant, seed, source, metric, value, backbone=None, status="ok", reason=None) -> dict:
-    return {"stage": stage_of(variant), "variant": variant, "seed": seed, "condition": source, "metric": metric,
-            "value": None if value is None else float(value), "backbone": backbone, "status": status,
-            "reason": reason}
+def _row(variant, seed, source, metric, value, backbone=None, status=STATUS_OK, reason=None) -> dict:
+    return result_row(stage_of(variant), variant, seed, source, metric, value, backbone, status, reason)
 
 
 def evaluate_samples(cfg: dict, samples: Path, test: Path, judges: Path, variant: str, seed: int) -> list[dict]:

@@ -22,6 +22,7 @@ from ..train.tokenizer import eval_tokenizer, reconstruct_split
 from .colour import GREY_REASON, colour_metrics
 from .fidelity import distribution_metrics, inception_metrics, register_judge
 from .judges.train import load_available_judge
+from .rows import STATUS_OK, result_row
 
 __all__ = ["tokenizer_rows"]
 
@@ -29,10 +30,9 @@ JUDGE_BACKBONE = "judge-encoder"
 SAMPLE_COUNTS = ("n_real", "n_fake", "kid_subset_size", "pr_k")  # what a distribution row's value rests on
 
 
-def _row(seed: int, metric: str, value, backbone: str | None = None, status: str = "ok",
+def _row(seed: int, metric: str, value, backbone: str | None = None, status: str = STATUS_OK,
          reason: str | None = None) -> dict:
-    return {"stage": "tokenizer", "variant": "tokenizer", "seed": seed, "condition": None, "metric": metric,
-            "value": value, "backbone": backbone, "status": status, "reason": reason}
+    return result_row("tokenizer", "tokenizer", seed, None, metric, value, backbone, status, reason)
 
 
 def tokenizer_rows(cfg: dict, vq, test: Path, judges: Path | None) -> list[dict]:

@@ -38,6 +38,7 @@ from scipy.stats import wilcoxon
 from .colour import chroma_error, saturation_ratio
 from .control import canny_f1, clip_i_similarity, depth_rmse, normal_angular_error_deg, seg_miou
 from .fidelity import distribution_metrics, images_to_uint8
+from .rows import STATUS_OK, result_row
 
 __all__ = ["VALIDITY_STAGE", "VERDICT_STAGE", "FLOOR", "REAL", "DISTRIBUTION", "PAIRED", "BACKBONES", "BETTER",
            "K_SPREAD", "ALPHA", "RULE", "DEGRADATIONS", "blur", "add_noise", "desaturate", "half_splits",
@@ -213,11 +214,10 @@ def paired_scores(images_u8: torch.Tensor, real_u8: torch.Tensor, pred: dict, re
 
 
 # ---------------------------------------------------------------------------------------------------- rows
-def row(variant: str, condition: str, metric: str, value: float | None, seed: int = 0, status: str = "ok",
+def row(variant: str, condition: str, metric: str, value: float | None, seed: int = 0, status: str = STATUS_OK,
         reason: str | None = None, **extra) -> dict:
-    return {"stage": VALIDITY_STAGE, "variant": variant, "seed": seed, "condition": condition, "metric": metric,
-            "value": None if value is None else float(value), "backbone": BACKBONES[metric], "status": status,
-            "reason": reason, **extra}
+    return result_row(VALIDITY_STAGE, variant, seed, condition, metric, value, BACKBONES[metric], status, reason,
+                      **extra)
 
 
 def verdict_row(variant: str, condition: str, metric: str, result: dict | None, reason: str | None = None) -> dict:

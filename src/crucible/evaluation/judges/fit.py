@@ -13,6 +13,7 @@ import torch
 
 from ...data.tensors import SplitTensors
 from ...train.distributed import is_main, shard, training_device
+from ..rows import result_rows, unavailable_rows
 from .train import QUALITY_METRICS, build_judge, evaluate_judge, save_judge, save_unavailable_judge, train_judge
 
 __all__ = ["judge_batch", "ordered_batches", "has_scene_attributes", "unavailable_reason", "train_settings",
@@ -89,8 +90,7 @@ def fit_judge(cfg: dict, kind: str, train: Path, test: Path, out: Path, progress
             tmp = Path(out).with_name(Path(out).name + ".tmp")
             save_unavailable_judge(tmp, kind, reason)
             os.replace(tmp, out)
-        return [{"stage": "judge", "variant": kind, "seed": seed, "condition": None, "metric": k, "value": None,
-                 "status": "unavailable", "reason": reason} for k in QUALITY_METRICS[kind]]
+        return unavailable_rows("judge", kind, seed, None, QUALITY_METRICS[kind], reason)
     torch.manual_seed(seed)
     model = build_judge(kind, _config(cfg, kind, tr))
     if kind == "encoder":
@@ -109,5 +109,4 @@ def fit_judge(cfg: dict, kind: str, train: Path, test: Path, out: Path, progress
     batch = cfg["judges"]["eval_batch_size"]
     quality = evaluate_judge(kind, model, ordered_batches(te, batch), ordered_batches(tr, batch, limit=1000),
                              depth_max=te.depth_max)
-    return [{"stage": "judge", "variant": kind, "seed": seed, "condition": None, "metric": k, "value": float(v)}
-            for k, v in quality.items() if isinstance(v, (int, float))]
+    return result_rows("judge", kind, seed, None, {k: v for k, v in quality.items() if isinstance(v, (int, float))})
