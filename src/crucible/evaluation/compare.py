@@ -19,11 +19,12 @@ import pandas as pd
 import yaml
 
 from ..errors import InputError
+from .rows import GROUP_KEYS
 
 __all__ = ["KEYS", "VERDICTS", "FAILING", "Tolerance", "Tolerances", "norm_key", "read_summary", "compare_summaries",
            "variant_overview"]
 
-KEYS = ["stage", "variant", "condition", "metric", "backbone", "n_train"]  # the aggregate's group columns
+KEYS = GROUP_KEYS  # the aggregate's group columns
 STATS = ["mean", "std", "n", "n_nonfinite", "ci_lo", "ci_hi"]
 DIRECTIONS = ("lower", "higher", "none")
 # verdict -> meaning; the FAILING ones make `crucible compare` exit non-zero

@@ -16,13 +16,14 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import InputError, read_json
+from .rows import GROUP_KEYS
 from .stats import aggregate, paired_comparisons
 
 __all__ = ["REFERENCES", "collect", "summarize_results"]
 
 # the reference variant each stage's variants are tested against
 REFERENCES = {"cam": "full", "cam_hotplug": "scratch", "scvar": "uncond"}
-KEYS = ["stage", "variant", "condition", "metric", "backbone", "n_train"]  # n_train: hot-plug training-set size
+KEYS = GROUP_KEYS
 
 
 ROW_FIELDS = ("stage", "variant", "seed", "metric", "value")  # what every result row has

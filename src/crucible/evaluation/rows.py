@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-__all__ = ["STATUS_OK", "STATUS_UNAVAILABLE", "ROW_KEYS", "result_row", "result_rows", "unavailable_rows"]
+__all__ = ["STATUS_OK", "STATUS_UNAVAILABLE", "ROW_KEYS", "GROUP_KEYS", "result_row", "result_rows", "unavailable_rows"]
 
 STATUS_OK, STATUS_UNAVAILABLE = "ok", "unavailable"
 ROW_KEYS = ("stage", "variant", "seed", "condition", "metric", "value", "backbone", "status", "reason")
+# what one number of summary.csv is a statistic of (over seeds): the aggregate's group columns, the key of
+# `crucible compare` and of the paper tables' cells (n_train: a hot-plug row's training-set size)
+GROUP_KEYS = ["stage", "variant", "condition", "metric", "backbone", "n_train"]
 
 
 def result_row(stage: str, variant: str, seed: int, condition: str | None, metric: str, value: float | None,

@@ -17,12 +17,13 @@ import numpy as np
 import pandas as pd
 
 from ..evaluation.compare import norm_key
+from ..evaluation.rows import GROUP_KEYS
 from .metrics import direction
 
 __all__ = ["ALPHA", "Key", "Cell", "Table", "Results", "fill", "fmt_mean_std", "common_n"]
 
 ALPHA = 0.05  # significance level of the paired test marks
-_KEY_COLUMNS = ["stage", "variant", "condition", "metric", "backbone", "n_train"]
+_KEY_COLUMNS = GROUP_KEYS
 
 
 @dataclass(frozen=True)
