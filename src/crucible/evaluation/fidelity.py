@@ -20,6 +20,8 @@ from torch.utils.data import Dataset
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
+from .rows import STATUS_OK, STATUS_UNAVAILABLE
+
 __all__ = [
     "KEY_FID",
     "KEY_KID_MEAN",
@@ -59,8 +61,6 @@ KEY_LPIPS = "lpips"
 KEY_BACKBONE = "backbone"
 KEY_STATUS = "status"
 KEY_REASON = "reason"
-STATUS_OK = "ok"
-STATUS_UNAVAILABLE = "unavailable"
 INCEPTION_BACKBONE = "inception-v3-compat"
 
 _FROM_TORCH_FIDELITY = {

@@ -25,6 +25,7 @@ from ...data.scene_targets import head_layout, metric_names
 from ...errors import InputError, read_tensors
 from ...train.loop import LoopConfig, run_training
 from ..control import NORMAL_VALID_MIN_NORM, angular_error_map_deg, confusion_matrix, miou_from_confusion
+from ..rows import STATUS_UNAVAILABLE
 from .dense import DENSE_KINDS, DenseJudge, DenseJudgeConfig
 from .encoder import EncoderConfig, JudgeEncoder
 
@@ -51,7 +52,6 @@ QUALITY_METRICS = {
     "seg": ("miou", "miou_baseline", "pixel_acc", "pixel_acc_baseline"),
 }
 _FORMAT = "crucible-judge-v1"
-STATUS_UNAVAILABLE = "unavailable"
 
 
 class JudgeUnavailable(ValueError):
