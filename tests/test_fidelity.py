@@ -300,7 +300,7 @@ def test_tokenizer_rows_carry_colour_and_sample_counts(monkeypatch):
         row = rows[(f"recon_{k}", reconstruction.JUDGE_BACKBONE)]
         # 6 test images: KID's subsets of 100 are clipped to 6, and the row says so
         assert (row["n_real"], row["n_fake"], row["kid_subset_size"], row["pr_k"]) == (6, 6, 6, 2)
-    assert "n_real" not in rows[("recon_fid", "inception-v3")]  # unavailable: no counts stand in for a value
+    assert "n_real" not in rows[("recon_fid", "inception-v3-compat")]  # unavailable: no counts stand in for a value
 
     # a grey test split has no saturation ratio: an unavailable row with the reason, not a number
     split.raw["image"] = img[..., :1].expand(-1, -1, -1, 3).contiguous()

@@ -49,7 +49,7 @@ def test_smoke_dag_builds_everything(smoke_dag):
             assert hotplug["frozen_unchanged"] is True
     tok = {(r["metric"], r["backbone"]): r for r in json.loads((res / "tokenizer/eval.json").read_text())["rows"]}
     assert tok[("recon_fid", "judge-encoder")]["value"] >= 0 and tok[("psnr", None)]["value"] > 0
-    assert tok[("recon_fid", "inception-v3")]["status"] == "unavailable"  # no weights configured in smoke
+    assert tok[("recon_fid", "inception-v3-compat")]["status"] == "unavailable"  # no weights configured in smoke
     speed = json.loads((res / "speed/bench.json").read_text())
     by = {(r["variant"], r["condition"], r["metric"]): r["value"] for r in speed["rows"]}
     for variant in cfg["scvar"]["variants"]:  # every variant timed; the conditioning FLOPs fall with k

@@ -23,6 +23,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 from .rows import STATUS_OK, STATUS_UNAVAILABLE
 
 __all__ = [
+    "JUDGE_BACKBONE",
     "KEY_FID",
     "KEY_KID_MEAN",
     "KEY_KID_STD",
@@ -62,6 +63,7 @@ KEY_BACKBONE = "backbone"
 KEY_STATUS = "status"
 KEY_REASON = "reason"
 INCEPTION_BACKBONE = "inception-v3-compat"
+JUDGE_BACKBONE = "judge-encoder"  # the frozen judge encoder (judges/encoder.py) as a torch-fidelity extractor
 
 _FROM_TORCH_FIDELITY = {
     torch_fidelity.KEY_METRIC_FID: KEY_FID,

@@ -26,6 +26,7 @@ the encoder; see ``judges/fit.py``) is an ``unavailable`` row with the judge's r
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -35,15 +36,21 @@ from ..errors import InputError, read_tensors
 from .bounds import stage_of
 from .colour import GREY_REASON, colour_metrics
 from .control import canny_edges_batch, canny_f1, clip_i_similarity, depth_rmse, normal_angular_error_deg, seg_miou
-from .fidelity import distribution_metrics, inception_metrics, judge_features, register_judge
+from .fidelity import (
+    INCEPTION_BACKBONE,
+    JUDGE_BACKBONE,
+    distribution_metrics,
+    inception_metrics,
+    judge_features,
+    register_judge,
+    unavailable,
+)
 from .judges import DENSE_KINDS, load_available_judge
 from .pretrained import clip_similarity
-from .rows import STATUS_OK, result_row
+from .rows import STATUS_OK, distribution_rows, result_row
 
-__all__ = ["JUDGE_BACKBONE", "load_samples", "dense_predictions", "evaluate_samples"]
+__all__ = ["load_samples", "dense_predictions", "evaluate_samples"]
 
-JUDGE_BACKBONE = "judge-encoder"
-SAMPLE_COUNTS = ("n_real", "n_fake", "kid_subset_size", "pr_k")  # what a distribution row's value rests on
 
 
 RESAMPLE = "delete it and rerun `crucible scvar sample` (the workflow's scvar_sample rule)"
@@ -101,20 +108,12 @@ def evaluate_samples(cfg: dict, samples: Path, test: Path, judges: Path, variant
                               f"judge-{kind}"))
 
     for source, fake in fakes.items():
-        if encoder is None:
-            for k in ("fid", "kid_mean", "kid_std", "precision", "recall"):
-                rows.append(_row(variant, seed, source, k, None, JUDGE_BACKBONE, "unavailable", why_encoder))
-        else:
-            dm = distribution_metrics(real_all, fake, JUDGE_BACKBONE, kid_subset_size=ev["kid_subset_size"],
-                                      pr_k=ev["pr_k"])
-            for k in ("fid", "kid_mean", "kid_std", "precision", "recall"):
-                rows.append(_row(variant, seed, source, k, dm[k], JUDGE_BACKBONE) | {c: dm[c] for c in SAMPLE_COUNTS})
-        inc = inception_metrics(real_all, fake, ev["inception_weights"])
-        for k in ("fid", "kid_mean", "precision", "recall"):
-            if inc.get("status") == "unavailable":
-                rows.append(_row(variant, seed, source, k, None, "inception-v3", "unavailable", inc["reason"]))
-            else:
-                rows.append(_row(variant, seed, source, k, inc[k], "inception-v3") | {c: inc[c] for c in SAMPLE_COUNTS})
+        row = functools.partial(_row, variant, seed, source)
+        dm = unavailable(JUDGE_BACKBONE, why_encoder) if encoder is None else distribution_metrics(
+            real_all, fake, JUDGE_BACKBONE, kid_subset_size=ev["kid_subset_size"], pr_k=ev["pr_k"])
+        rows += distribution_rows(row, dm, ("fid", "kid_mean", "kid_std", "precision", "recall"), JUDGE_BACKBONE)
+        rows += distribution_rows(row, inception_metrics(real_all, fake, ev["inception_weights"]),
+                                  ("fid", "kid_mean", "precision", "recall"), INCEPTION_BACKBONE)
         for k, v in colour_metrics(fake, real_all[idx]).items():  # against the real images of the same scenes
             rows.append(_row(variant, seed, source, k, v) if v is not None
                         else _row(variant, seed, source, k, None, status="unavailable", reason=GREY_REASON))

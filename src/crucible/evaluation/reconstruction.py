@@ -13,6 +13,7 @@ sample counts behind them (``n_real``, ``n_fake``, the KID subset size used, ``p
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -20,14 +21,19 @@ import torch
 from ..data.tensors import SplitTensors
 from ..train.tokenizer import eval_tokenizer, reconstruct_split
 from .colour import GREY_REASON, colour_metrics
-from .fidelity import distribution_metrics, inception_metrics, register_judge
+from .fidelity import (
+    INCEPTION_BACKBONE,
+    JUDGE_BACKBONE,
+    distribution_metrics,
+    inception_metrics,
+    register_judge,
+    unavailable,
+)
 from .judges.train import load_available_judge
-from .rows import STATUS_OK, result_row
+from .rows import STATUS_OK, distribution_rows, result_row
 
 __all__ = ["tokenizer_rows"]
 
-JUDGE_BACKBONE = "judge-encoder"
-SAMPLE_COUNTS = ("n_real", "n_fake", "kid_subset_size", "pr_k")  # what a distribution row's value rests on
 
 
 def _row(seed: int, metric: str, value, backbone: str | None = None, status: str = STATUS_OK,
@@ -50,19 +56,12 @@ def tokenizer_rows(cfg: dict, vq, test: Path, judges: Path | None) -> list[dict]
         return rows
     encoder, why = load_available_judge(Path(judges) / "encoder.safetensors")
     if encoder is None:  # e.g. imported data: no scene parameters to train the judge encoder on
-        rows += [_row(seed, f"recon_{k}", None, JUDGE_BACKBONE, "unavailable", why)
-                 for k in ("fid", "kid_mean", "precision", "recall")]
+        dm = unavailable(JUDGE_BACKBONE, why)
     else:
         register_judge(JUDGE_BACKBONE, encoder)
-        dm = distribution_metrics(real, recon, JUDGE_BACKBONE, kid_subset_size=ev["kid_subset_size"],
-                                  pr_k=ev["pr_k"])
-        counts = {k: dm[k] for k in SAMPLE_COUNTS}
-        rows += [_row(seed, f"recon_{k}", dm[k], JUDGE_BACKBONE) | counts
-                 for k in ("fid", "kid_mean", "precision", "recall")]
-    inc = inception_metrics(real, recon, ev["inception_weights"])
-    for k in ("fid", "kid_mean"):
-        if inc.get("status") == "unavailable":
-            rows.append(_row(seed, f"recon_{k}", None, "inception-v3", "unavailable", inc["reason"]))
-        else:
-            rows.append(_row(seed, f"recon_{k}", inc[k], "inception-v3") | {c: inc[c] for c in SAMPLE_COUNTS})
+        dm = distribution_metrics(real, recon, JUDGE_BACKBONE, kid_subset_size=ev["kid_subset_size"], pr_k=ev["pr_k"])
+    row = functools.partial(_row, seed)
+    rows += distribution_rows(row, dm, ("fid", "kid_mean", "precision", "recall"), JUDGE_BACKBONE, prefix="recon_")
+    rows += distribution_rows(row, inception_metrics(real, recon, ev["inception_weights"]), ("fid", "kid_mean"),
+                              INCEPTION_BACKBONE, prefix="recon_")
     return rows

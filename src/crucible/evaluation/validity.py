@@ -37,7 +37,7 @@ from scipy.stats import wilcoxon
 
 from .colour import chroma_error, saturation_ratio
 from .control import canny_f1, clip_i_similarity, depth_rmse, normal_angular_error_deg, seg_miou
-from .fidelity import distribution_metrics, images_to_uint8
+from .fidelity import JUDGE_BACKBONE, distribution_metrics, images_to_uint8
 from .rows import STATUS_OK, result_row
 
 __all__ = ["VALIDITY_STAGE", "VERDICT_STAGE", "FLOOR", "REAL", "DISTRIBUTION", "PAIRED", "BACKBONES", "BETTER",
@@ -49,8 +49,8 @@ VALIDITY_STAGE, VERDICT_STAGE = "validity", "validity_verdict"
 FLOOR, REAL = "floor", "real"  # the floor's variant and condition
 DISTRIBUTION = ("fid", "kid_mean", "precision", "recall", "saturation_ratio")
 PAIRED = ("judge_cosine", "chroma_error", "ctrl_depth_rmse", "ctrl_normal_deg", "ctrl_seg_miou", "ctrl_canny_f1")
-BACKBONES = {"fid": "judge-encoder", "kid_mean": "judge-encoder", "precision": "judge-encoder",
-             "recall": "judge-encoder", "judge_cosine": "judge-encoder", "saturation_ratio": None,
+BACKBONES = {"fid": JUDGE_BACKBONE, "kid_mean": JUDGE_BACKBONE, "precision": JUDGE_BACKBONE,
+             "recall": JUDGE_BACKBONE, "judge_cosine": JUDGE_BACKBONE, "saturation_ratio": None,
              "chroma_error": None, "ctrl_depth_rmse": "judge-depth", "ctrl_normal_deg": "judge-normal",
              "ctrl_seg_miou": "judge-seg", "ctrl_canny_f1": "opencv-canny"}
 # the better side of each metric, as evaluation/tolerances.yaml gives it for the scvar stage (tests check they agree)

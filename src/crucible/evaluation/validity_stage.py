@@ -25,7 +25,7 @@ from ..data.tensors import SplitTensors
 from ..errors import InputError
 from ..provenance import dataset_hash
 from .control import canny_edges_batch
-from .fidelity import judge_features, register_judge
+from .fidelity import JUDGE_BACKBONE, judge_features, register_judge
 from .generation import dense_predictions
 from .judges import JUDGE_KINDS, load_available_judge
 from .validity import (
@@ -47,7 +47,6 @@ __all__ = ["REPEATS", "TOKENIZER", "run_validity"]
 
 REPEATS = 5  # random half-splits: the floor's spread
 TOKENIZER = ("tokenizer", "recon")  # (variant, condition) of the tokenizer's reconstructions
-BACKBONE = "judge-encoder"
 
 
 class _Pool:
@@ -118,7 +117,7 @@ def _predict(images: torch.Tensor, judges: dict, depth_max: float, canny: dict) 
     """Everything the paired metrics read from one image set (features, re-estimated maps, canny edges)."""
     pred = {"canny": canny_edges_batch(images, canny["low"], canny["high"]) > 0}
     if judges["encoder"][0] is not None:
-        pred["feat"] = judge_features(images, BACKBONE)
+        pred["feat"] = judge_features(images, JUDGE_BACKBONE)
     if judges["depth"][0] is not None:
         pred["depth"] = dense_predictions(judges["depth"][0], images) * depth_max
     if judges["normal"][0] is not None:
@@ -176,7 +175,7 @@ def run_validity(cfg: dict, test: Path, data_root: Path, judges_dir: Path, token
     try:
         judges = {k: load_available_judge(Path(judges_dir) / f"{k}.safetensors") for k in JUDGE_KINDS}
         if judges["encoder"][0] is not None:
-            register_judge(BACKBONE, judges["encoder"][0])
+            register_judge(JUDGE_BACKBONE, judges["encoder"][0])
         idx = torch.arange(pool)
         gt_depth = data.field("depth", idx) * data.depth_max
         ref = {"depth": gt_depth, "valid": gt_depth < data.depth_max, "canny": data.raw["canny"][:pool] > 0,
@@ -186,7 +185,7 @@ def run_validity(cfg: dict, test: Path, data_root: Path, judges_dir: Path, token
         if "feat" in pred_real:
             ref["feat"] = pred_real["feat"]
         splits = half_splits(pool, n, repeats, seed)
-        encoder = BACKBONE if judges["encoder"][0] is not None else None
+        encoder = JUDGE_BACKBONE if judges["encoder"][0] is not None else None
         kid, pr_k = ev["kid_subset_size"], ev["pr_k"]
         rows: list[dict] = []
 
