@@ -26,3 +26,9 @@ def small_cfg(scenes: tuple[int, int, int] = (6, 2, 4), **replace: dict) -> dict
             node = node[p]
         node[key] = value
     return cfglib.validate(cfg)
+
+
+def tiny_variants(stage: str) -> dict[str, dict]:
+    """The ``cam`` or ``scvar`` variants of the default (tiny) profile: the configs are the only registry of
+    variants, so the tests build exactly what the DAG trains."""
+    return dict(cfglib.resolve(ROOT / "config", given={"profile": "tiny"})[stage]["variants"])

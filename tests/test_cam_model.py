@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from small_config import tiny_variants
 
 from crucible.models.cam import (
     CAM,
-    CAM_VARIANTS,
     CAMConfig,
     count_parameters,
     get_variant,
@@ -19,6 +19,7 @@ from crucible.models.cam import (
     resolve_variant,
 )
 
+CAM_VARIANTS = tiny_variants("cam")  # what the DAG trains: the configs are the registry
 TINY = {"width": 8, "depth": 2, "latent_channels": 4, "flow_steps": 2}
 CONDS = {"canny": 1, "seg": 3, "normal6": 6}
 
@@ -56,7 +57,9 @@ def test_config_from_dict_rejects_unknown_keys_and_bad_values():
 
 
 def test_variant_registry():
-    assert set(CAM_VARIANTS) == {"full", "no_flow", "no_zreg", "no_shared", "deterministic"}
+    # the seed's ablations (docs/design.md §5) and the skip-less family
+    assert set(CAM_VARIANTS) >= {"full", "no_flow", "no_zreg", "no_shared", "deterministic", "full_noskip",
+                                 "no_flow_noskip"}
     with pytest.raises(KeyError, match="deterministic"):  # the message lists the known names
         get_variant(CAM_VARIANTS, "nope")
     base = {"width": 8, "flow_steps": 3}
@@ -214,8 +217,14 @@ def test_no_shared_matches_full_parameter_budget(in_channels, width):
 @pytest.mark.parametrize("variant", sorted(CAM_VARIANTS))
 def test_every_variant_overfits_a_tiny_batch(variant):
     torch.manual_seed(0)
+    # without skips z is the decoder's only path; with the seed's λ_KL = λ_z = 1e-3 the flow variants then fit
+    # only the mean here (0.68 of the initial L1 after 400 steps, measured): the posterior collapse the CAM
+    # tables report as 0 active units. This test checks that z can carry the target, so it lifts the penalties
+    # (and, all through the bottleneck, takes 400 steps: 0.05 of the initial L1, measured)
+    noskip = CAM_VARIANTS[variant].get("decoder_skips") is False
+    penalties = {"lambda_kl": 0.0, "lambda_z": 0.0} if noskip else {}
     # two condition types, so that no_shared (width matched to two E_i + E_s) differs from full
-    cam = tiny_cam(variant, in_channels={"rgb": 3, "gray": 1})
+    cam = tiny_cam(variant, in_channels={"rgb": 3, "gray": 1}, **penalties)
     x = smooth_batch(4, 3, 16)
     target = 0.5 * x[:, :1] + 0.5 * x[:, 1:2] * x[:, 2:3]  # smooth, in [0, 1], needs all channels
     opt = torch.optim.Adam(cam.parameters(), lr=3e-3)
@@ -227,7 +236,7 @@ def test_every_variant_overfits_a_tiny_batch(variant):
 
     before = eval_l1()
     cam.train()
-    for _ in range(200):
+    for _ in range(400 if noskip else 200):
         total, _ = cam.loss(cam(x, "rgb"), target)
         opt.zero_grad()
         total.backward()

@@ -13,12 +13,11 @@ from crucible.models.cam.posterior import (
     kl_seed,
 )
 from crucible.models.cam.shared_encoder import SharedEncoder
-from crucible.models.cam.variants import CAM_VARIANTS, get_variant, resolve_variant
+from crucible.models.cam.variants import get_variant, resolve_variant
 from crucible.models.params import count_parameters
 
 __all__ = [
     "CAM",
-    "CAM_VARIANTS",
     "CBAM",
     "ActNorm",
     "AffineCoupling",

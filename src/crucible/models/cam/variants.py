@@ -1,4 +1,6 @@
-"""Registry of the CAM ablation variants of docs/design.md §5 as config overrides (seed §3.3-§3.5)."""
+"""Resolution of a CAM ablation variant (docs/design.md §5; seed §3.3-§3.5) from its config overrides.
+
+The variants are config entries (``cam.variants`` of config/tiny.yaml and the profiles), their only registry."""
 
 from __future__ import annotations
 
@@ -6,17 +8,7 @@ from typing import Any
 
 from crucible.models.cam.config import CAMConfig
 
-__all__ = ["CAM_VARIANTS", "get_variant", "resolve_variant"]
-
-CAM_VARIANTS: dict[str, dict[str, Any]] = {
-    "full": {},
-    "no_flow": {"flow_steps": 0},  # plain Gaussian VAE
-    "no_zreg": {"lambda_z": 0.0},  # no direct latent penalty (seed §3.5.3)
-    "no_shared": {"shared_encoder": False},  # per-condition encoders, same parameter budget
-    # plain U-Net trained with L1 only (pix2pix-style baseline)
-    "deterministic": {"stochastic": False, "flow_steps": 0, "lambda_kl": 0.0, "lambda_z": 0.0},
-}
-
+__all__ = ["get_variant", "resolve_variant"]
 
 def get_variant(variants: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
     """The overrides of variant `name`; KeyError listing the known names otherwise."""

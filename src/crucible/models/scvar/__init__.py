@@ -6,23 +6,20 @@ from .flops import conditioning_flops, generation_flops
 from .lora import LoRALinear, apply_lora
 from .sampling import sample_top_k_top_p
 from .scvar import LORA_TARGETS, SCVAR
-from .variants import SCVAR_VARIANTS, build_scvar, load_base_into, variant_config
+from .variants import load_base_into
 
 __all__ = [
     "CONDITIONING_KINDS",
     "ECFM",
     "LORA_TARGETS",
     "SCVAR",
-    "SCVAR_VARIANTS",
     "ConditionPyramid",
     "CrossAttention",
     "LoRALinear",
     "SCVARConfig",
     "apply_lora",
-    "build_scvar",
     "conditioning_flops",
     "generation_flops",
     "load_base_into",
     "sample_top_k_top_p",
-    "variant_config",
 ]
