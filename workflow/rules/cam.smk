@@ -1,28 +1,6 @@
 # Stage: CAM — train every (variant, seed), evaluate it, and run the hot-plug protocol.
 
 
-rule tensors:
-    input:
-        DATA,
-    output:
-        expand("{results}/tensors/{split}.safetensors", results=RESULTS, split=DATA_SPLITS),
-    log:
-        f"logs/{PROFILE}/tensors.log",
-    benchmark:
-        f"benchmarks/{PROFILE}/tensors.tsv",
-    params:
-        out=lambda wc, output: Path(output[0]).parent,
-        pack_format=PACK_FORMAT,  # a new layout of the packs reruns this rule
-    conda:
-        ENV
-    resources:
-        mem_mb=4000,
-        runtime=30,
-        gpu=0,
-    shell:
-        "crucible data tensors --data {input} --out-dir {params.out} 2> {log}"
-
-
 rule cam_train:
     input:
         tensors=rules.tensors.output,
@@ -45,7 +23,6 @@ rule cam_train:
     resources:
         mem_mb=4000,
         runtime=60,
-        gpu=0,
     shell:
         "crucible cam train --config {params.config} --variant {wildcards.variant} --seed {wildcards.seed}"
         " --tensors {params.tensors} --out {params.out} --threads {threads} 2> {log}"
@@ -72,7 +49,6 @@ rule cam_eval:
     resources:
         mem_mb=4000,
         runtime=20,
-        gpu=0,
     shell:
         "crucible cam eval --config {params.config} --variant {wildcards.variant} --seed {wildcards.seed}"
         " --tensors {params.tensors} --model {params.model} --out {output} --threads {threads} 2> {log}"
@@ -99,7 +75,6 @@ rule cam_hotplug:
     resources:
         mem_mb=4000,
         runtime=30,
-        gpu=0,
     shell:
         "crucible cam hotplug --config {params.config} --condition {wildcards.condition} --n-train {wildcards.n}"
         " --seed {wildcards.seed} --tensors {params.tensors} --base {params.base} --out {output}"

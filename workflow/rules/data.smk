@@ -1,4 +1,4 @@
-# Stage: the multi-condition dataset, rendered here or imported (data.source), and its figure.
+# Stage: the multi-condition dataset, rendered here or imported (data.source), and its packed tensors.
 from crucible.data.importer import dag_splits, import_config, source_fingerprint
 
 SOURCE = config["data"].get("source") or {"kind": "render"}
@@ -24,7 +24,6 @@ if SOURCE["kind"] == "render":
         resources:
             mem_mb=4000,
             runtime=120,
-            gpu=0,
         shell:
             "crucible data render --config {params.config} --out {output} --threads {threads} 2> {log}"
 
@@ -48,30 +47,27 @@ else:
         resources:
             mem_mb=4000,
             runtime=120,
-            gpu=0,
         shell:
             "crucible data import {params.root:q} --out {output} --depth-scale {params.depth_scale}"
             " --config {params.config} 2> {log}"
 
 
-rule dataset_figure:
+rule tensors:
     input:
         DATA,
     output:
-        png=report(f"{PAPER}/figures/dataset.png", caption="../report/figure_dataset.rst", category="Figures"),
-        pdf=f"{PAPER}/figures/dataset.pdf",
+        expand("{results}/tensors/{split}.safetensors", results=RESULTS, split=DATA_SPLITS),
     log:
-        f"logs/{PROFILE}/dataset_figure.log",
+        f"logs/{PROFILE}/tensors.log",
     benchmark:
-        f"benchmarks/{PROFILE}/dataset_figure.tsv",
+        f"benchmarks/{PROFILE}/tensors.tsv",
     params:
-        config=CONFIG,
-        figures=section_hash("figures"),
+        out=lambda wc, output: Path(output[0]).parent,
+        pack_format=PACK_FORMAT,  # a new layout of the packs reruns this rule
     conda:
         ENV
     resources:
-        mem_mb=1000,
-        runtime=10,
-        gpu=0,
+        mem_mb=4000,
+        runtime=30,
     shell:
-        "crucible figure dataset --config {params.config} --data {input} --out {output.png} 2> {log}"
+        "crucible data tensors --data {input} --out-dir {params.out} 2> {log}"

@@ -25,7 +25,6 @@ rule judge_fit:
     resources:
         mem_mb=4000,
         runtime=30,
-        gpu=0,
     shell:
         "crucible judges fit --config {params.config} --kind {wildcards.kind} --tensors {params.tensors}"
         " --out {output.model} --quality {output.quality} --threads {threads} 2> {log}"
@@ -53,7 +52,6 @@ rule scvar_eval:
     resources:
         mem_mb=4000,
         runtime=20,
-        gpu=0,
     shell:
         "crucible evaluate samples --config {params.config} --variant {wildcards.variant} --seed {wildcards.seed}"
         " --samples {input.samples} --judges {params.judges} --tensors {params.tensors} --out {output}"
@@ -90,7 +88,6 @@ rule bench:
     resources:
         mem_mb=4000,
         runtime=30,
-        gpu=0,
     shell:
         "crucible bench --config {params.config} --seed {params.seed} --tokenizer {params.tokenizer}"
         " --tensors {params.tensors} {params.models} --out {output} --threads {threads} --quiet 2> {log}"
@@ -125,6 +122,5 @@ rule aggregate:
     resources:
         mem_mb=2000,
         runtime=10,
-        gpu=0,
     shell:
         "crucible aggregate {input} --out-dir {params.out} 2> {log}"

@@ -9,6 +9,28 @@ TABLE_FORMATS = ["md", "tex", "csv"]
 QUALITATIVE_SCENES = 2  # test scenes in the qualitative grid (rows = scenes x condition sources)
 
 
+rule dataset_figure:
+    input:
+        DATA,
+    output:
+        png=report(f"{PAPER}/figures/dataset.png", caption="../report/figure_dataset.rst", category="Figures"),
+        pdf=f"{PAPER}/figures/dataset.pdf",
+    log:
+        f"logs/{PROFILE}/dataset_figure.log",
+    benchmark:
+        f"benchmarks/{PROFILE}/dataset_figure.tsv",
+    params:
+        config=CONFIG,
+        figures=section_hash("figures"),
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "crucible figure dataset --config {params.config} --data {input} --out {output.png} 2> {log}"
+
+
 rule paper_tables:
     input:
         summary=rules.aggregate.output.summary,

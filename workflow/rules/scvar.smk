@@ -25,7 +25,6 @@ rule tokenizer_train:
     resources:
         mem_mb=4000,
         runtime=60,
-        gpu=0,
     shell:
         "crucible tokenizer train --config {params.config} --tensors {params.tensors} --out {params.out}"
         " --threads {threads} 2> {log}"
@@ -54,7 +53,6 @@ rule tokenizer_eval:
     resources:
         mem_mb=4000,
         runtime=10,
-        gpu=0,
     shell:
         "crucible tokenizer eval --config {params.config} --tensors {params.tensors} --model {params.model}"
         " --judges {params.judges} --out {output} --threads {threads} 2> {log}"
@@ -82,7 +80,6 @@ rule tokenize:
     resources:
         mem_mb=4000,
         runtime=10,
-        gpu=0,
     shell:
         "crucible tokenizer tokenize --config {params.config} --tensors {params.tensors} --model {params.model}"
         " --out {output} --threads {threads} 2> {log}"
@@ -116,7 +113,6 @@ rule scvar_train:
     resources:
         mem_mb=4000,
         runtime=60,
-        gpu=0,
     shell:
         "crucible scvar train --config {params.config} --variant {wildcards.variant} --seed {wildcards.seed}"
         " --tensors {params.tensors} --tokens {input.tokens} --tokenizer {params.tokenizer} {params.base}"
@@ -148,7 +144,6 @@ rule scvar_sample:
     resources:
         mem_mb=4000,
         runtime=30,
-        gpu=0,
     shell:
         "crucible scvar sample --config {params.config} --seed {wildcards.seed} --model {params.model}"
         " --tokenizer {params.tokenizer} --tensors {params.tensors} --out {output} --cam {params.cams}"
@@ -184,7 +179,6 @@ rule scvar_bounds_samples:
     resources:
         mem_mb=4000,
         runtime=10,
-        gpu=0,
     shell:
         "crucible scvar reference-samples --config {params.config} --variant {wildcards.variant}"
         " --tensors {params.tensors} {params.tokenizer} --out {output} --threads {threads} 2> {log}"

@@ -29,7 +29,6 @@ rule metric_validity:
     resources:
         mem_mb=4000,
         runtime=20,
-        gpu=0,
     shell:
         "crucible evaluate validity --config {params.config} --tensors {params.tensors} --data {input.data}"
         " --judges {params.judges} --tokenizer {params.tokenizer} --out {output} --threads {threads} 2> {log}"
