@@ -60,6 +60,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
         run_training(m, m.parameters(), fn, CFG, tmp_path, seed=0, meta=META, progress=False)
     _, meta = load_checkpoint(next(tmp_path.glob("last-*.json")).with_suffix(""))
     assert meta["step"] == 7  # the checkpoint of step 8 (index 7) survives untouched
+    # the rules pass checkpoints as the files they are: the .safetensors path loads the same checkpoint
+    tensors, meta_st = load_checkpoint(next(tmp_path.glob("last-*.safetensors")))
+    assert meta_st == meta and tensors
 
 
 def test_state_of_another_config_is_neither_resumed_nor_overwritten(tmp_path):

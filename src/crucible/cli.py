@@ -231,11 +231,11 @@ def _parser() -> argparse.ArgumentParser:
         if name in ("train", "eval"):
             sp.add_argument("--variant", required=True)
         if name == "eval":
-            sp.add_argument("--model", required=True, help="model checkpoint path without suffix")
+            sp.add_argument("--model", required=True, help="model checkpoint (the .safetensors file; its .json beside it)")
         if name == "hotplug":
             sp.add_argument("--condition", required=True)
             sp.add_argument("--n-train", type=int, required=True, help="training scenes for E_new")
-            sp.add_argument("--base", required=True, help="trained full CAM (path without suffix)")
+            sp.add_argument("--base", required=True, help="trained full CAM checkpoint (.safetensors)")
 
     tok = sub.add_parser("tokenizer", help="multi-scale VQ tokenizer").add_subparsers(dest="verb", required=True)
     for name, help_ in (("train", "train on the RGB train split"), ("eval", "PSNR/SSIM/codebook use on test"),
@@ -245,7 +245,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--out", required=True)
         sp.add_argument("--quiet", action="store_true")
         if name != "train":
-            sp.add_argument("--model", required=True, help="tokenizer checkpoint (path without suffix)")
+            sp.add_argument("--model", required=True, help="tokenizer checkpoint (.safetensors)")
         if name == "eval":
             sp.add_argument("--judges", help="folder of the frozen judges: adds reconstruction FID/KID/PR")
 
@@ -254,7 +254,7 @@ def _parser() -> argparse.ArgumentParser:
     for a in ("--variant", "--tensors", "--tokens", "--tokenizer", "--out"):
         sp.add_argument(a, required=True)
     sp.add_argument("--seed", type=int, required=True)
-    sp.add_argument("--base", help="base checkpoint (path without suffix); needed by every variant")
+    sp.add_argument("--base", help="base checkpoint (.safetensors); needed by every variant")
     sp.add_argument("--quiet", action="store_true")
     sp = verb(scv, "sample", _cmd_scvar_sample, "images for test scenes from GT and CAM-aligned depth")
     for a in ("--model", "--tokenizer", "--tensors", "--out"):
@@ -263,7 +263,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--cam", nargs="*", default=[], help="SOURCE=CAM_CHECKPOINT pairs (full pipeline)")
     sp = verb(scv, "reference-samples", _cmd_scvar_bounds, "floor/ceiling rows: real images or tokenizer recons")
     sp.add_argument("--variant", required=True, help="real_images | tokenizer_recon (crucible.evaluation.bounds)")
-    sp.add_argument("--tokenizer", help="tokenizer checkpoint (path without suffix); tokenizer_recon only")
+    sp.add_argument("--tokenizer", help="tokenizer checkpoint (.safetensors); tokenizer_recon only")
     for a in ("--tensors", "--out"):
         sp.add_argument(a, required=True)
 
@@ -281,10 +281,10 @@ def _parser() -> argparse.ArgumentParser:
     sp = verb(evl, "validity", _cmd_evaluate_validity, "metric validity: floors, responses to known degradations")
     for a in ("--judges", "--tensors", "--data", "--out"):
         sp.add_argument(a, required=True)
-    sp.add_argument("--tokenizer", help="tokenizer checkpoint (path without suffix): adds its reconstructions")
+    sp.add_argument("--tokenizer", help="tokenizer checkpoint (.safetensors): adds its reconstructions")
 
     sp = verb(sub, "bench", _cmd_bench, "speed: SCVAR latency/throughput (KV cache on/off), FLOPs; CAM latency")
-    sp.add_argument("--scvar", nargs="*", default=[], help="VARIANT=CHECKPOINT pairs (path without suffix)")
+    sp.add_argument("--scvar", nargs="*", default=[], help="VARIANT=CHECKPOINT pairs (.safetensors)")
     sp.add_argument("--cam", nargs="*", default=[], help="CONDITION=CAM_CHECKPOINT pairs")
     for a in ("--tokenizer", "--tensors", "--out"):
         sp.add_argument(a, required=True)

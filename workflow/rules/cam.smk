@@ -30,7 +30,7 @@ rule cam_train:
 
 rule cam_eval:
     input:
-        rules.cam_train.output.model,
+        model=rules.cam_train.output.model,
         tensors=rules.tensors.output,
     output:
         f"{RESULTS}/cam/{{variant}}/seed{{seed}}/eval.json",
@@ -42,7 +42,6 @@ rule cam_eval:
         config=CONFIG,
         cam=run_hash("data", cam=None),
         tensors=tensor_dir,
-        model=lambda wc, input: input[0].removesuffix(".safetensors"),
     threads: 1  # small models: two 1-thread jobs get more done on 2 cores than one 2-thread job
     conda:
         ENV
@@ -51,7 +50,7 @@ rule cam_eval:
         runtime=20,
     shell:
         "crucible cam eval --config {params.config} --variant {wildcards.variant} --seed {wildcards.seed}"
-        " --tensors {params.tensors} --model {params.model} --out {output} --threads {threads} 2> {log}"
+        " --tensors {params.tensors} --model {input.model} --out {output} --threads {threads} 2> {log}"
 
 
 rule cam_hotplug:
@@ -68,7 +67,6 @@ rule cam_hotplug:
         config=CONFIG,
         cam=run_hash("data", cam="full"),
         tensors=tensor_dir,
-        base=lambda wc, input: input.base.removesuffix(".safetensors"),
     threads: 1  # small models: two 1-thread jobs get more done on 2 cores than one 2-thread job
     conda:
         ENV
@@ -77,7 +75,7 @@ rule cam_hotplug:
         runtime=30,
     shell:
         "crucible cam hotplug --config {params.config} --condition {wildcards.condition} --n-train {wildcards.n}"
-        " --seed {wildcards.seed} --tensors {params.tensors} --base {params.base} --out {output}"
+        " --seed {wildcards.seed} --tensors {params.tensors} --base {input.base} --out {output}"
         " --threads {threads} 2> {log}"
 
 

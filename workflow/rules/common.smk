@@ -73,7 +73,7 @@ def bound_tokenizer(wildcards):
 
 
 def bound_tokenizer_flag(wildcards, input):
-    return f"--tokenizer {input.tokenizer[0].removesuffix('.safetensors')}" if input.tokenizer else ""
+    return f"--tokenizer {input.tokenizer[0]}" if input.tokenizer else ""
 
 
 def scvar_base(wildcards):
@@ -101,10 +101,8 @@ def cam_flag(wildcards, input):
     for cond in cam_aligners(wildcards):
         path = input[cond]
         if path.endswith(".json"):  # a hot-plug run: its E_new model sits in the run's folder
-            model = Path(path).with_suffix("").joinpath("hotplug", "model")
-        else:
-            model = path.removesuffix(".safetensors")
-        pairs.append(f"{cond}={model}")
+            path = Path(path).with_suffix("").joinpath("hotplug", "model.safetensors")
+        pairs.append(f"{cond}={path}")
     return " ".join(pairs)
 
 

@@ -79,7 +79,6 @@ rule bench:
         config=CONFIG,
         section=run_hash("evaluation", "data", scvar="uncond", cam="full"),  # timings, sampling, CAM size
         tensors=tensor_dir,
-        tokenizer=lambda wc, input: input.tokenizer.removesuffix(".safetensors"),
         models=bench_flags,
         seed=SEEDS[0],
     threads: workflow.cores  # alone on the machine: timings of a shared machine mean little
@@ -89,7 +88,7 @@ rule bench:
         mem_mb=4000,
         runtime=30,
     shell:
-        "crucible bench --config {params.config} --seed {params.seed} --tokenizer {params.tokenizer}"
+        "crucible bench --config {params.config} --seed {params.seed} --tokenizer {input.tokenizer}"
         " --tensors {params.tensors} {params.models} --out {output} --threads {threads} --quiet 2> {log}"
 
 

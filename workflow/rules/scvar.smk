@@ -45,7 +45,6 @@ rule tokenizer_eval:
         config=CONFIG,
         section=section_hash("tokenizer", "evaluation"),
         tensors=tensor_dir,
-        model=lambda wc, input: input.model.removesuffix(".safetensors"),
         judges=lambda wc, input: Path(input.encoder).parent,
     threads: 2
     conda:
@@ -54,7 +53,7 @@ rule tokenizer_eval:
         mem_mb=4000,
         runtime=10,
     shell:
-        "crucible tokenizer eval --config {params.config} --tensors {params.tensors} --model {params.model}"
+        "crucible tokenizer eval --config {params.config} --tensors {params.tensors} --model {input.model}"
         " --judges {params.judges} --out {output} --threads {threads} 2> {log}"
 
 
@@ -72,7 +71,6 @@ rule tokenize:
         config=CONFIG,
         section=section_hash("tokenizer"),
         tensors=tensor_dir,
-        model=lambda wc, input: input.model.removesuffix(".safetensors"),
     priority: 100
     threads: 2
     conda:
@@ -81,7 +79,7 @@ rule tokenize:
         mem_mb=4000,
         runtime=10,
     shell:
-        "crucible tokenizer tokenize --config {params.config} --tensors {params.tensors} --model {params.model}"
+        "crucible tokenizer tokenize --config {params.config} --tensors {params.tensors} --model {input.model}"
         " --out {output} --threads {threads} 2> {log}"
 
 
@@ -103,8 +101,7 @@ rule scvar_train:
         config=CONFIG,
         section=run_hash("tokenizer", "data", scvar=None),
         tensors=tensor_dir,
-        tokenizer=lambda wc, input: input.tokenizer.removesuffix(".safetensors"),
-        base=lambda wc, input: f"--base {input.base[0].removesuffix('.safetensors')}" if input.base else "",
+        base=lambda wc, input: f"--base {input.base[0]}" if input.base else "",
         out=subpath(output.model, parent=True),
     priority: 50  # the base and the variants before the shorter CAM and judge jobs
     threads: 1  # small model: two 1-thread jobs beat one 2-thread job on 2 cores
@@ -115,7 +112,7 @@ rule scvar_train:
         runtime=60,
     shell:
         "crucible scvar train --config {params.config} --variant {wildcards.variant} --seed {wildcards.seed}"
-        " --tensors {params.tensors} --tokens {input.tokens} --tokenizer {params.tokenizer} {params.base}"
+        " --tensors {params.tensors} --tokens {input.tokens} --tokenizer {input.tokenizer} {params.base}"
         " --out {params.out} --threads {threads} 2> {log}"
 
 
@@ -135,8 +132,6 @@ rule scvar_sample:
         config=CONFIG,
         section=run_hash("data", scvar=None, cam="full"),
         tensors=tensor_dir,
-        model=lambda wc, input: input.model.removesuffix(".safetensors"),
-        tokenizer=lambda wc, input: input.tokenizer.removesuffix(".safetensors"),
         cams=cam_flag,
     threads: 1  # small models: two 1-thread jobs get more done on 2 cores than one 2-thread job
     conda:
@@ -145,8 +140,8 @@ rule scvar_sample:
         mem_mb=4000,
         runtime=30,
     shell:
-        "crucible scvar sample --config {params.config} --seed {wildcards.seed} --model {params.model}"
-        " --tokenizer {params.tokenizer} --tensors {params.tensors} --out {output} --cam {params.cams}"
+        "crucible scvar sample --config {params.config} --seed {wildcards.seed} --model {input.model}"
+        " --tokenizer {input.tokenizer} --tensors {params.tensors} --out {output} --cam {params.cams}"
         " --threads {threads} 2> {log}"
 
 

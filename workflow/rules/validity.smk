@@ -22,7 +22,6 @@ rule metric_validity:
         scenes=config["scvar"]["sample"]["scenes"],  # the half size: the variants' sample count
         tensors=tensor_dir,
         judges=lambda wc, input: Path(input.judges[0]).parent,
-        tokenizer=lambda wc, input: input.tokenizer.removesuffix(".safetensors"),
     threads: 2  # the re-rendered scenes go to one worker process per thread
     conda:
         ENV
@@ -31,7 +30,7 @@ rule metric_validity:
         runtime=20,
     shell:
         "crucible evaluate validity --config {params.config} --tensors {params.tensors} --data {input.data}"
-        " --judges {params.judges} --tokenizer {params.tokenizer} --out {output} --threads {threads} 2> {log}"
+        " --judges {params.judges} --tokenizer {input.tokenizer} --out {output} --threads {threads} 2> {log}"
 
 
 rule paper_figure_validity:

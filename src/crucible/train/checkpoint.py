@@ -84,8 +84,9 @@ def checkpoint_exists(path: Path) -> bool:
 
 def load_checkpoint(path: Path, expect_config: dict | None = None, device: str | torch.device = "cpu"
                     ) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, meta). Refuses a truncated file, and a checkpoint whose JSON ``config`` differs from
-    ``expect_config`` (naming the differing keys)."""
+    """(tensors, meta) of the checkpoint ``path`` (``x.safetensors`` or ``x``: the ``.json`` is found beside it).
+    Refuses a truncated file, and a checkpoint whose JSON ``config`` differs from ``expect_config`` (naming the
+    differing keys)."""
     path = Path(path)
     st, js = path.with_suffix(".safetensors"), path.with_suffix(".json")
     if not checkpoint_exists(path):

@@ -82,7 +82,7 @@ def load_tokenizer(path: Path, cfg: dict | None = None, device="cpu") -> VQVAE:
     tensors, meta = load_checkpoint(path, device=device)
     tok_cfg = TokenizerConfig.from_dict(meta["tokenizer_config"])
     if cfg is not None and tok_cfg != tokenizer_config(cfg):
-        raise CheckpointError(f"{Path(path)}.safetensors: tokenizer trained with another config "
+        raise CheckpointError(f"{Path(path).with_suffix('.safetensors')}: tokenizer trained with another config "
                               f"({tok_cfg.to_dict()} vs {tokenizer_config(cfg).to_dict()}); retrain it")
     model = VQVAE(tok_cfg)
     load_weights(model, tensors, source=str(path))
