@@ -231,7 +231,7 @@ def _parser() -> argparse.ArgumentParser:
         if name in ("train", "eval"):
             sp.add_argument("--variant", required=True)
         if name == "eval":
-            sp.add_argument("--model", required=True, help="model checkpoint (the .safetensors file; its .json beside it)")
+            sp.add_argument("--model", required=True, help="model checkpoint (.safetensors; its .json beside it)")
         if name == "hotplug":
             sp.add_argument("--condition", required=True)
             sp.add_argument("--n-train", type=int, required=True, help="training scenes for E_new")

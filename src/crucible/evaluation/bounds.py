@@ -75,7 +75,7 @@ def bound_images(cfg: dict, variant: str, data: SplitTensors, tokenizer=None) ->
 
 def write_bound_samples(cfg: dict, variant: str, tokenizer: Path | None, tensors: Path, out: Path) -> int:
     """Write ``out`` as ``crucible scvar sample`` would (safetensors: ``gt_depth`` -> uint8 (n,3,H,W));
-    ``tokenizer``: checkpoint, with or without its .safetensors suffix (needed by ``tokenizer_recon`` only). Returns n."""
+    ``tokenizer``: its checkpoint, x.safetensors or x (needed by ``tokenizer_recon`` only). Returns n."""
     from ..train.tokenizer import load_tokenizer
 
     _check(variant)
