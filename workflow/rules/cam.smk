@@ -14,7 +14,7 @@ rule cam_train:
         f"benchmarks/{PROFILE}/cam_train/{{variant}}_seed{{seed}}.tsv",
     params:
         config=CONFIG,
-        cam=run_hash("data", cam=None),
+        settings=run_hash("data", cam=None),
         tensors=tensor_dir,
         out=subpath(output.model, parent=True),
     threads: 1  # small models: two 1-thread jobs get more done on 2 cores than one 2-thread job
@@ -40,7 +40,7 @@ rule cam_eval:
         f"benchmarks/{PROFILE}/cam_eval/{{variant}}_seed{{seed}}.tsv",
     params:
         config=CONFIG,
-        cam=run_hash("data", cam=None),
+        settings=run_hash("data", cam=None),
         tensors=tensor_dir,
     threads: 1  # small models: two 1-thread jobs get more done on 2 cores than one 2-thread job
     conda:
@@ -65,7 +65,7 @@ rule cam_hotplug:
         f"benchmarks/{PROFILE}/cam_hotplug/{{condition}}_n{{n}}_seed{{seed}}.tsv",
     params:
         config=CONFIG,
-        cam=run_hash("data", cam="full"),
+        settings=run_hash("data", cam="full"),
         tensors=tensor_dir,
     threads: 1  # small models: two 1-thread jobs get more done on 2 cores than one 2-thread job
     conda:

@@ -50,6 +50,8 @@ def tensor_dir(wildcards, input):
     return Path(input.tensors[0]).parent
 
 
+# Every rule's `settings` param is a rerun trigger that no shell line reads: a hash of the config it depends on
+# (section_hash, run_hash), so Snakemake's params trigger reruns the rule when, and only when, that changes.
 def section_hash(*keys):
     """Param that reruns a rule when (only) the named config sections change."""
     return cfglib.config_hash({k: config[k] for k in keys})

@@ -17,7 +17,7 @@ if SOURCE["kind"] == "render":
             f"benchmarks/{PROFILE}/render_dataset.tsv",
         params:
             config=CONFIG,
-            render=cfglib.config_hash(render_config(config)),
+            settings=cfglib.config_hash(render_config(config)),
         threads: workflow.cores
         conda:
             ENV
@@ -40,7 +40,7 @@ else:
             config=CONFIG,
             root=str(Path(SOURCE["root"]).resolve()),  # relative to the working directory; `..` allowed
             depth_scale=SOURCE.get("depth_scale", 0.001),
-            section=cfglib.config_hash(import_config(config)),
+            settings=cfglib.config_hash(import_config(config)),
             source=source_fingerprint(SOURCE["root"]),  # reruns when a file under the root changes
         conda:
             ENV

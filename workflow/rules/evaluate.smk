@@ -17,7 +17,7 @@ rule judge_fit:
         kind="|".join(JUDGE_KINDS),
     params:
         config=CONFIG,
-        section=section_hash("judges", "seeds"),
+        settings=section_hash("judges", "seeds"),
         tensors=tensor_dir,
     threads: 1  # small models: two 1-thread jobs get more done on 2 cores than one 2-thread job
     conda:
@@ -43,7 +43,7 @@ rule scvar_eval:
         f"benchmarks/{PROFILE}/scvar_eval/{{variant}}_seed{{seed}}.tsv",
     params:
         config=CONFIG,
-        section=section_hash("evaluation"),
+        settings=section_hash("evaluation"),
         tensors=tensor_dir,
         judges=lambda wc, input: Path(input.judges[0]).parent,
     threads: 1  # small models: two 1-thread jobs get more done on 2 cores than one 2-thread job
@@ -77,7 +77,7 @@ rule bench:
         f"benchmarks/{PROFILE}/bench.tsv",
     params:
         config=CONFIG,
-        section=run_hash("evaluation", "data", scvar="uncond", cam="full"),  # timings, sampling, CAM size
+        settings=run_hash("evaluation", "data", scvar="uncond", cam="full"),  # timings, sampling, CAM size
         tensors=tensor_dir,
         models=bench_flags,
         seed=SEEDS[0],

@@ -21,7 +21,7 @@ rule dataset_figure:
         f"benchmarks/{PROFILE}/dataset_figure.tsv",
     params:
         config=CONFIG,
-        figures=section_hash("figures"),
+        settings=section_hash("figures"),
     conda:
         ENV
     resources:
@@ -54,7 +54,7 @@ rule paper_tables:
         f"benchmarks/{PROFILE}/paper_tables.tsv",
     params:
         config=CONFIG,
-        section=section_hash("data", "cam", "scvar"),
+        settings=section_hash("data", "cam", "scvar"),
         results=lambda wc, input: Path(input.summary).parent,
         out=lambda wc, output: Path(output.index).parent,
     conda:
@@ -113,7 +113,7 @@ rule paper_figure_ecfm:
         f"benchmarks/{PROFILE}/paper_figure_ecfm.tsv",
     params:
         config=CONFIG,
-        section=section_hash("scvar"),
+        settings=section_hash("scvar"),
         results=lambda wc, input: Path(input.summary).parent,
     conda:
         ENV

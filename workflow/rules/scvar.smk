@@ -15,7 +15,7 @@ rule tokenizer_train:
         f"benchmarks/{PROFILE}/tokenizer_train.tsv",
     params:
         config=CONFIG,
-        section=section_hash("tokenizer", "seeds"),
+        settings=section_hash("tokenizer", "seeds"),
         tensors=tensor_dir,
         out=subpath(output.model, parent=True),
     priority: 100  # the head of the longest chain (tokenizer -> tokens -> base -> variants): start it first
@@ -43,7 +43,7 @@ rule tokenizer_eval:
         f"benchmarks/{PROFILE}/tokenizer_eval.tsv",
     params:
         config=CONFIG,
-        section=section_hash("tokenizer", "evaluation"),
+        settings=section_hash("tokenizer", "evaluation"),
         tensors=tensor_dir,
         judges=lambda wc, input: Path(input.encoder).parent,
     threads: 2
@@ -69,7 +69,7 @@ rule tokenize:
         f"benchmarks/{PROFILE}/tokenize.tsv",
     params:
         config=CONFIG,
-        section=section_hash("tokenizer"),
+        settings=section_hash("tokenizer"),
         tensors=tensor_dir,
     priority: 100
     threads: 2
@@ -99,7 +99,7 @@ rule scvar_train:
         f"benchmarks/{PROFILE}/scvar_train/{{variant}}_seed{{seed}}.tsv",
     params:
         config=CONFIG,
-        section=run_hash("tokenizer", "data", scvar=None),
+        settings=run_hash("tokenizer", "data", scvar=None),
         tensors=tensor_dir,
         base=lambda wc, input: f"--base {input.base[0]}" if input.base else "",
         out=subpath(output.model, parent=True),
@@ -130,7 +130,7 @@ rule scvar_sample:
         f"benchmarks/{PROFILE}/scvar_sample/{{variant}}_seed{{seed}}.tsv",
     params:
         config=CONFIG,
-        section=run_hash("data", scvar=None, cam="full"),
+        settings=run_hash("data", scvar=None, cam="full"),
         tensors=tensor_dir,
         cams=cam_flag,
     threads: 1  # small models: two 1-thread jobs get more done on 2 cores than one 2-thread job
@@ -164,7 +164,7 @@ rule scvar_bounds_samples:
         variant="|".join(SCVAR_BOUNDS),
     params:
         config=CONFIG,
-        section=section_hash("data", "tokenizer"),
+        settings=section_hash("data", "tokenizer"),
         scenes=config["scvar"]["sample"]["scenes"],
         tensors=tensor_dir,
         tokenizer=bound_tokenizer_flag,

@@ -18,7 +18,7 @@ rule metric_validity:
         f"benchmarks/{PROFILE}/metric_validity.tsv",
     params:
         config=CONFIG,
-        section=section_hash("evaluation", "seed"),  # KID/PR settings; the seed draws the half-splits and noise
+        settings=section_hash("evaluation", "seed"),  # KID/PR settings; the seed draws the half-splits and noise
         scenes=config["scvar"]["sample"]["scenes"],  # the half size: the variants' sample count
         tensors=tensor_dir,
         judges=lambda wc, input: Path(input.judges[0]).parent,
