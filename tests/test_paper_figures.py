@@ -12,7 +12,7 @@ from crucible.paper.curves_figure import curves_figure, smooth
 from crucible.paper.ecfm_figure import conditioning_compute, ecfm_figure, ecfm_intervals
 from crucible.paper.hotplug_figure import hotplug_figure
 from crucible.paper.qualitative_figure import Panels, qualitative_figure
-from crucible.paper.table import Results
+from crucible.paper.table_cells import Results
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "paper"
 

@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from crucible.cli import main
-from crucible.paper.metrics import direction, label
-from crucible.paper.render import tex_escape, to_markdown
-from crucible.paper.table import Key, Results, fmt_mean_std
+from crucible.paper.metric_labels import direction, label
+from crucible.paper.table_cells import Key, Results, fmt_mean_std
+from crucible.paper.table_formats import tex_escape, to_markdown
 from crucible.paper.tables import TABLES, build_tables, write_tables
 
 ROOT = Path(__file__).resolve().parents[1]

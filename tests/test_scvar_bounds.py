@@ -12,7 +12,7 @@ from test_paper_tables import FIXTURE  # tests/, on the path via pytest's python
 from crucible.errors import InputError
 from crucible.evaluation.bounds import BOUNDS, BOUNDS_STAGE, bound_provenance, stage_of, write_bound_samples
 from crucible.evaluation.results_table import summarize_results
-from crucible.paper.table import Key, Results
+from crucible.paper.table_cells import Key, Results
 from crucible.paper.tables import BOUND_LABELS, build_tables
 
 

@@ -43,7 +43,7 @@ from crucible.evaluation.validity import (
     paired_clearly_worse,
     verdict,
 )
-from crucible.paper.metrics import direction
+from crucible.paper.metric_labels import direction
 from crucible.train.tokenizer import train_tokenizer
 
 ROOT = small_config.ROOT
@@ -244,7 +244,7 @@ def test_stage_rows_floors_and_verdicts(stage):
 
 def test_aggregated_stage_fills_the_table_and_the_figure(stage, tmp_path):
     from crucible.evaluation.results_table import summarize_results
-    from crucible.paper.table import Results, fill
+    from crucible.paper.table_cells import Results, fill
     from crucible.paper.validity_figure import validity_figure
     from crucible.paper.validity_table import metric_validity
 

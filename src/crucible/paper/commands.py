@@ -44,7 +44,7 @@ def _cmd_figure(args) -> None:
     else:
         from .ecfm_figure import ecfm_figure
         from .hotplug_figure import hotplug_figure
-        from .table import Results
+        from .table_cells import Results
         from .validity_figure import validity_figure
 
         draw = {"hotplug": hotplug_figure, "ecfm": ecfm_figure, "validity": validity_figure}[args.name]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .style import RC, plt, save, variant_colours
-from .table import Key, Results
+from .table_cells import Key, Results
 
 __all__ = ["ecfm_intervals", "ecfm_figure"]
 

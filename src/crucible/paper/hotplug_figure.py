@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import direction
+from .metric_labels import direction
 from .style import RC, plt, save, variant_colours
-from .table import Key, Results
+from .table_cells import Key, Results
 
 __all__ = ["hotplug_figure"]
 

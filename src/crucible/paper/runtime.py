@@ -103,7 +103,7 @@ def to_markdown(table: pd.DataFrame, source: str) -> str:
 
 
 def to_latex(table: pd.DataFrame) -> str:
-    from .render import tex_escape
+    from .table_formats import tex_escape
 
     lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{l" + "r" * len(_DIGITS) + "}",
              r"\toprule", " & ".join(tex_escape(h) for h in _HEADS.values()) + r" \\", r"\midrule"]

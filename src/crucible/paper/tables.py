@@ -15,9 +15,9 @@ from pathlib import Path
 from ..evaluation.bounds import BOUND_SOURCE, BOUNDS_STAGE
 from ..evaluation.judges import JUDGE_KINDS
 from ..provenance import write_text
-from .metrics import METRICS, arrow, direction, label, unit
-from .render import to_markdown, write_table
-from .table import Key, Results, Table, fill
+from .metric_labels import METRICS, arrow, direction, label, unit
+from .table_cells import Key, Results, Table, fill
+from .table_formats import to_markdown, write_table
 from .validity_table import BLIND_MARK, VALIDITY_STAGES, blindness_note, metric_validity, semantic_blindness
 
 __all__ = ["TABLES", "build_tables", "write_tables", "stage_table"]

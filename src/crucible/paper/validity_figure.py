@@ -11,9 +11,9 @@ from pathlib import Path
 from matplotlib.patches import Patch
 
 from ..evaluation.validity import DISTRIBUTION, FLOOR, K_SPREAD, PAIRED, REAL, VALIDITY_STAGE
-from .metrics import arrow, label, unit
+from .metric_labels import arrow, label, unit
 from .style import RC, plt, save
-from .table import Key, Results
+from .table_cells import Key, Results
 from .validity_table import DEGRADATION_LABELS, SEMANTIC, blind_to, validity_levels
 
 __all__ = ["validity_figure"]

@@ -15,7 +15,7 @@ from ..evaluation.validity import (
     VALIDITY_STAGE,
     VERDICT_STAGE,
 )
-from .table import Key, Results, Table
+from .table_cells import Key, Results, Table
 
 __all__ = ["VALIDITY_STAGES", "DEGRADATION_LABELS", "BLIND_MARK", "validity_levels", "blind_to", "semantic_blindness",
            "blindness_note", "metric_validity"]
@@ -72,7 +72,7 @@ def semantic_blindness(res: Results, metric: str, backbone: str | None = None) -
 def blindness_note(res: Results, columns) -> str:
     """The note of a generation table: which of its (metric, backbone) columns the validity stage found blind to a
     semantic shift."""
-    from .metrics import label
+    from .metric_labels import label
 
     found = {(m, b): semantic_blindness(res, m, b) for m, b in dict.fromkeys(columns)}
     listed = "; ".join(f"{label(m)}{f' [{b}]' if b != '-' else ''}: {', '.join(shifts)}"

@@ -3,7 +3,7 @@ best value per comparison group and a mark where a variant differs significantly
 
 The builders in ``tables.py`` only say which (stage, variant, condition, metric, backbone, n_train) key sits in
 which cell; this file reads ``summary.csv`` / ``paired.csv`` (written by ``crucible aggregate``), fills the
-cells and decides the marks, and ``render.py`` writes them out.
+cells and decides the marks, and ``table_formats.py`` writes them out.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..evaluation.compare import norm_key
 from ..evaluation.rows import GROUP_KEYS
-from .metrics import direction
+from .metric_labels import direction
 
 __all__ = ["ALPHA", "Key", "Cell", "Table", "Results", "fill", "fmt_mean_std", "common_n"]
 

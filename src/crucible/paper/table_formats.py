@@ -1,4 +1,4 @@
-"""Write a filled :class:`~crucible.paper.table.Table` as Markdown, LaTeX (booktabs), CSV (long, one row per
+"""Write a filled :class:`~crucible.paper.table_cells.Table` as Markdown, LaTeX (booktabs), CSV (long, one row per
 cell with the CI and p-value) and HTML (for the Snakemake report); an empty table becomes a short note."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..provenance import write_text
-from .table import ALPHA, Table, common_n, fmt_mean_std
+from .table_cells import ALPHA, Table, common_n, fmt_mean_std
 
 __all__ = ["FORMATS", "caption", "to_markdown", "to_latex", "to_csv", "to_html", "write_table"]
 
