@@ -23,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from crucible import config as cfglib
+from crucible.atomic import write_tensors
 from crucible.cli import main
 from crucible.data import DataError
 from crucible.data.build import render_dataset
@@ -32,7 +33,6 @@ from crucible.errors import InputError
 from crucible.evaluation.fidelity import inception_metrics
 from crucible.evaluation.judges.train import load_judge
 from crucible.models.cam import CAM, CAMConfig
-from crucible.provenance import write_tensors
 from crucible.train import CheckpointError, LoopConfig, load_weights, run_training, save_checkpoint
 from crucible.train.cam import cam_run_config, load_cam, train_cam
 

@@ -117,11 +117,11 @@ def test_sample_rows_report_colour_and_counts(tmp_path):
     """``crucible evaluate samples`` on the real test images (colour kept) and their grey copies (colour lost)."""
     import small_config
 
+    from crucible.atomic import write_tensors
     from crucible.data.build import render_dataset
     from crucible.data.tensors import SplitTensors, pack_split
     from crucible.evaluation.generation import evaluate_samples
     from crucible.evaluation.judges.fit import fit_judge
-    from crucible.provenance import write_tensors
 
     cfg = small_config.small_cfg(scenes=(6, 2, 6), judges__train={"steps": 2, "batch_size": 4, "lr": 1e-3})
     cfg["scvar"]["sample"]["scenes"] = 6

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from crucible import config as cfglib
-from crucible.provenance import write_tensors
+from crucible.atomic import write_tensors
 from crucible.train import LoopConfig, run_training, shard
 
 ROOT = Path(__file__).resolve().parents[1]

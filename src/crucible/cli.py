@@ -53,8 +53,8 @@ def _cmd_cam_train(args) -> None:
 
 
 def _cmd_cam_eval(args) -> None:
+    from .atomic import write_json
     from .evaluation.cam_eval import eval_cam
-    from .provenance import write_json
 
     cfg = _load_config(args)
     _known(args.variant, cfg["cam"]["variants"], "--variant", "cam.variants")
@@ -64,8 +64,8 @@ def _cmd_cam_eval(args) -> None:
 
 
 def _cmd_cam_hotplug(args) -> None:
+    from .atomic import write_json
     from .evaluation.cam_eval import eval_hotplug
-    from .provenance import write_json
     from .train.cam import train_hotplug
 
     cfg = _load_config(args)
@@ -79,8 +79,8 @@ def _cmd_cam_hotplug(args) -> None:
 
 
 def _cmd_tokenizer(args) -> None:
+    from .atomic import write_json
     from .data.tensors import SplitTensors
-    from .provenance import write_json
     from .train.tokenizer import load_tokenizer, tokenize_split, train_tokenizer
 
     cfg = _load_config(args)
@@ -95,7 +95,7 @@ def _cmd_tokenizer(args) -> None:
         rows = tokenizer_rows(cfg, vq, t / "test.safetensors", Path(args.judges) if args.judges else None)
         write_json(_results(cfg, rows, cfg["seeds"][0], t / "test.safetensors"), out)
     else:  # tokenize
-        from .provenance import write_tensors
+        from .atomic import write_tensors
 
         codes = tokenize_split(vq, SplitTensors(t / "train.safetensors"), cfg["tokenizer"]["eval"]["batch_size"])
         write_tensors({"tokens": codes}, out)
@@ -127,8 +127,8 @@ def _cmd_scvar_bounds(args) -> None:
 
 
 def _cmd_judges_fit(args) -> None:
+    from .atomic import write_json
     from .evaluation.judges.fit import fit_judge
-    from .provenance import write_json
 
     cfg = _load_config(args)
     t = Path(args.tensors)
@@ -138,9 +138,9 @@ def _cmd_judges_fit(args) -> None:
 
 
 def _cmd_evaluate_samples(args) -> None:
+    from .atomic import write_json
     from .evaluation.bounds import bound_provenance
     from .evaluation.generation import evaluate_samples
-    from .provenance import write_json
 
     cfg = _load_config(args)
     test = Path(args.tensors) / "test.safetensors"
@@ -150,8 +150,8 @@ def _cmd_evaluate_samples(args) -> None:
 
 
 def _cmd_evaluate_validity(args) -> None:
+    from .atomic import write_json
     from .evaluation.validity_stage import run_validity
-    from .provenance import write_json
 
     cfg = _load_config(args)
     test = Path(args.tensors) / "test.safetensors"
@@ -161,8 +161,8 @@ def _cmd_evaluate_validity(args) -> None:
 
 
 def _cmd_bench(args) -> None:
+    from .atomic import write_json
     from .evaluation.bench import run_bench
-    from .provenance import write_json
 
     cfg = _load_config(args)
     test = Path(args.tensors) / "test.safetensors"

@@ -1,8 +1,7 @@
 """Provenance of every result and checkpoint: code commit, config hash, seed, data hash, versions, device.
 
 docs/design.md §8: every results file records the git commit, config hash, seed, dataset hash, metric
-backbone, library versions and device. :func:`write_json` writes atomically so a crash never leaves half a result;
-under ``torchrun`` only rank 0 writes (the other ranks wait for it).
+backbone, library versions and device. The files themselves are written atomically by ``crucible.atomic``.
 """
 
 from __future__ import annotations
@@ -17,10 +16,8 @@ from pathlib import Path
 import torch
 
 from .config import config_hash
-from .train.distributed import barrier, is_main
 
-__all__ = ["git_commit", "library_versions", "device_info", "dataset_hash", "provenance", "write_json",
-           "write_tensors"]
+__all__ = ["git_commit", "library_versions", "device_info", "dataset_hash", "provenance"]
 
 _LIBS = ("torch", "torchvision", "numpy", "mitsuba", "snakemake", "dvc", "torch-fidelity", "opencv-python-headless",
          "kornia", "safetensors", "crucible-bench")
@@ -70,31 +67,3 @@ def provenance(cfg: dict, seed: int | None = None, data_root: Path | None = None
         rec["dataset_hash"] = dataset_hash(data_root)
     rec.update(extra)
     return rec
-
-
-def write_text(text: str, path: Path) -> None:
-    """A text file written under a temporary name and renamed (by rank 0 only): never half-written."""
-    path = Path(path)
-    if is_main():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    barrier()
-
-
-def write_json(obj, path: Path) -> None:
-    write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n", path)
-
-
-def write_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    """A safetensors file written under a temporary name and renamed: never half-written."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    if is_main():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    barrier()

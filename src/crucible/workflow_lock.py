@@ -72,7 +72,7 @@ def register_run(workdir: Path, host: str | None = None, pid: int | None = None)
     record = {"host": host, "pid": pid, "cwd": str(Path(workdir).resolve()), "started": time.time(),
               "command": " ".join(_cmdline(Path("/proc"), pid) or [])}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")  # atomic like provenance.write_text, without its torch import
+    tmp = path.with_name(path.name + ".tmp")  # atomic like atomic.write_text, without its torch import
     tmp.write_text(json.dumps(record, indent=1) + "\n")
     os.replace(tmp, path)
     atexit.register(path.unlink, missing_ok=True)

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import write_tensors
 from ..errors import InputError, read_tensors
 from ..progress import progress as progress_bar
-from ..provenance import dataset_hash, write_tensors
+from ..provenance import dataset_hash
 from .conditions import CONDITIONS, encode_batch
 from .dataset import Manifest
 from .scene import scene_attributes

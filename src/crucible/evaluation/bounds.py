@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import write_tensors
 from ..data.tensors import SplitTensors
 from ..errors import InputError
-from ..provenance import write_tensors
 
 __all__ = ["BOUNDS", "BOUNDS_STAGE", "BOUND_SOURCE", "stage_of", "bound_provenance", "bound_images",
            "write_bound_samples"]

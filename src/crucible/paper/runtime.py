@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..atomic import write_text
 from ..errors import InputError
-from ..provenance import write_text
 
 __all__ = ["BENCHMARK_COLUMNS", "RUNTIME_COLUMNS", "read_benchmarks", "runtime_table", "write_runtime_table"]
 

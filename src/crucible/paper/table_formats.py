@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..provenance import write_text
+from ..atomic import write_text
 from .table_cells import ALPHA, Table, common_n, fmt_mean_std
 
 __all__ = ["FORMATS", "caption", "to_markdown", "to_latex", "to_csv", "to_html", "write_table"]

@@ -12,9 +12,9 @@ import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from ..atomic import write_text
 from ..evaluation.bounds import BOUND_SOURCE, BOUNDS_STAGE
 from ..evaluation.judges import JUDGE_KINDS
-from ..provenance import write_text
 from .metric_labels import METRICS, arrow, direction, label, unit
 from .table_cells import Key, Results, Table, fill
 from .table_formats import to_markdown, write_table

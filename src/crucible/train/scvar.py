@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import write_tensors
 from ..data.tensors import SplitTensors
 from ..errors import InputError, read_tensors
 from ..models.scvar import SCVAR, SCVARConfig, load_base_into
-from ..provenance import provenance, write_tensors
+from ..provenance import provenance
 from ..run_config import scvar_run
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .loop import LoopConfig, run_training, shard, training_device
