@@ -9,14 +9,14 @@ import torch
 from torch.autograd.functional import jacobian
 
 from crucible.models.cam.flow import LOG_SCALE_BOUND, ActNorm, AffineCoupling, ConditionalFlow
-from crucible.models.cam.posterior import (
-    FlowPosterior,
+from crucible.models.cam.kl import (
     gaussian_log_prob,
     kl_gaussian_standard,
     kl_monte_carlo,
     kl_seed,
     standard_normal_log_prob,
 )
+from crucible.models.cam.posterior import FlowPosterior
 
 
 def _randomize(module: torch.nn.Module, std: float = 0.3) -> None:

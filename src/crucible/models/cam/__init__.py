@@ -6,12 +6,8 @@ from crucible.models.cam.config import CAMConfig
 from crucible.models.cam.decoder import UniversalDecoder
 from crucible.models.cam.encoders import ConditionEncoder, PrivateEncoder
 from crucible.models.cam.flow import ActNorm, AffineCoupling, ConditionalFlow, FlowStep
-from crucible.models.cam.posterior import (
-    FlowPosterior,
-    kl_gaussian_standard,
-    kl_monte_carlo,
-    kl_seed,
-)
+from crucible.models.cam.kl import kl_gaussian_standard, kl_monte_carlo, kl_seed
+from crucible.models.cam.posterior import FlowPosterior
 from crucible.models.cam.shared_encoder import SharedEncoder
 from crucible.models.cam.variants import get_variant, resolve_variant
 from crucible.models.params import count_parameters

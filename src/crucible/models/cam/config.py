@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crucible.dataclass_config import from_dict
-from crucible.models.cam.posterior import KL_ESTIMATORS
+from crucible.models.cam.kl import KL_ESTIMATORS
 
 __all__ = ["CAMConfig"]
 
