@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import write_text
@@ -63,15 +64,30 @@ def _missing(name: str, title: str, index: list[str], why: str) -> Table:
     return Table(name, title, index, [], [], {}, missing=why)
 
 
-def _grid(name, title, index, rows, columns, key_of, **kw) -> Table:
-    """A table whose cell (r, c) holds ``key_of(r, c)`` (None = no number there)."""
-    keys = {}
-    for r in range(len(rows)):
-        for c in range(len(columns)):
-            k = key_of(r, c)
+@dataclass(frozen=True)
+class Col:
+    """A column that carries its own key: ``header`` (group, name) and ``key(item)``, the :class:`Key` of its cell
+    in the row of ``item`` (None = no number there). ``untested``: its cells have no paired test against the row's
+    reference (their test in paired.csv is against something else)."""
+
+    header: tuple[str, str]
+    key: Callable[[object], Key | None]
+    untested: bool = False
+
+
+def _grid(name, title, index, rows: list[tuple[tuple, object]], cols: list[Col], **kw) -> Table:
+    """A table of ``rows`` ((label, item) pairs) and ``cols``: cell (r, c) holds ``cols[c].key(item of row r)``."""
+    keys, untested = {}, set()
+    for r, (_, item) in enumerate(rows):
+        for c, col in enumerate(cols):
+            k = col.key(item)
             if k is not None:
                 keys[(r, c)] = k
-    return Table(name, title, index, rows, columns, keys, **kw)
+                if col.untested:
+                    untested.add((r, c))
+    t = Table(name, title, index, [label for label, _ in rows], [col.header for col in cols], keys, **kw)
+    t.untested = untested
+    return t
 
 
 # --- CAM ------------------------------------------------------------------------------------------------------
@@ -93,26 +109,23 @@ def cam_alignment(res: Results, cfg: dict) -> Table:
     hp = res.stage("cam_hotplug")
     held = [c for c in cfg["data"]["held_out"] if n_max and c in set(hp[hp["variant"] == "hotplug"]["condition"])]
     rmse = head("depth_rmse", "cam")
-    cols = [(rmse, c) for c in seen] + [(rmse, "mean of seen")] + [(rmse, f"{c}†") for c in held]
-    mean_cols = ["depth_absrel", "depth_delta1", "depth_l1"]
-    cols += [("mean over seen types", head(m, "cam")) for m in mean_cols]
     has_baseline = not res.stage("cam_baseline").empty
-    rows = [(v,) for v in variants] + ([("mean train depth (trivial)",)] if has_baseline else [])
-    conds = seen + ["mean_seen"]
-    untested = set()
+    trivial = None  # the item of the trivial baseline's row: one number per metric, whatever the condition
+    rows = [((v,), v) for v in variants] + ([(("mean train depth (trivial)",), trivial)] if has_baseline else [])
 
-    def key_of(r, c):
-        if r == len(variants):  # the trivial baseline: one number per metric, whatever the condition
-            metric = "depth_rmse" if c < len(conds) + len(held) else mean_cols[c - len(conds) - len(held)]
-            return Key("cam_baseline", "mean_depth", "-", metric)
-        if c < len(conds):
-            return Key("cam", variants[r], conds[c], "depth_rmse")
-        if c < len(conds) + len(held):
-            if variants[r] != "full":
-                return None
-            untested.add((r, c))  # its test in paired.csv is against from-scratch, not against `full`
-            return Key("cam_hotplug", "hotplug", held[c - len(conds)], "depth_rmse", n_train=n_max)
-        return Key("cam", variants[r], "mean_seen", mean_cols[c - len(conds) - len(held)])
+    def seen_col(header, cond, metric="depth_rmse"):
+        return Col(header, lambda v: Key("cam_baseline", "mean_depth", "-", metric) if v is trivial
+                   else Key("cam", v, cond, metric))
+
+    def held_col(cond):  # only the `full` CAM gets an E_new; its test in paired.csv is against from-scratch
+        return Col((rmse, f"{cond}†"), lambda v: Key("cam_baseline", "mean_depth", "-", "depth_rmse") if v is trivial
+                   else Key("cam_hotplug", "hotplug", cond, "depth_rmse", n_train=n_max) if v == "full" else None,
+                   untested=True)
+
+    cols = [seen_col((rmse, c), c) for c in seen] + [seen_col((rmse, "mean of seen"), "mean_seen")]
+    cols += [held_col(c) for c in held]
+    cols += [seen_col(("mean over seen types", head(m, "cam")), "mean_seen", m)
+             for m in ("depth_absrel", "depth_delta1", "depth_l1")]
 
     note = ("Depth errors in metres on valid pixels. Mean of seen: the unweighted mean of the per-type errors (each "
             "type scored on the same test scenes).")
@@ -121,10 +134,7 @@ def cam_alignment(res: Results, cfg: dict) -> Table:
                  " (the hot-plug protocol).")
     if has_baseline:
         note += " Trivial baseline: the per-pixel mean train depth."
-    t = _grid(name, title, ["variant"], rows, cols, key_of, note=note,
-              outside={len(variants)} if has_baseline else set())
-    t.untested = untested
-    return t
+    return _grid(name, title, ["variant"], rows, cols, note=note, outside={len(variants)} if has_baseline else set())
 
 
 def cam_latent(res: Results, cfg: dict) -> Table:
@@ -139,12 +149,11 @@ def cam_latent(res: Results, cfg: dict) -> Table:
     spec += [(head("kl_per_dim", "cam"), c, "kl_per_dim") for c in seen]
     spec += [(head("active_units", "cam"), c, "active_units") for c in seen]
     spec += [("", "-", "params")] + ([("", seen[0], "flops")] if seen else [])
-    cols = [(g, c if g else head(m, "cam")) for g, c, m in spec]
+    cols = [Col((g, c if g else head(m, "cam")), lambda v, c=c, m=m: Key("cam", v, c, m)) for g, c, m in spec]
     note = (f"Consistency: sqrt(E‖D(z_i) − D(z_j)‖²) in metres, over valid pixels and pairs of seen types for the "
             f"same scene. KL per latent dim: KL over the number of latent dimensions. FLOPs of one forward "
             f"pass at the CAM resolution for a {seen[0]} input." if seen else "")
-    return _grid(name, title, ["variant"], [(v,) for v in variants], cols,
-                 lambda r, c: Key("cam", variants[r], spec[c][1], spec[c][2]), note=note)
+    return _grid(name, title, ["variant"], [((v,), v) for v in variants], cols, note=note)
 
 
 def hotplug(res: Results, cfg: dict) -> Table:
@@ -161,13 +170,13 @@ def hotplug(res: Results, cfg: dict) -> Table:
     present = set(zip(df["condition"], df["n_train"], df["variant"], strict=True))
     rows_k = [(c, n, v) for c in conds for n in ns for v in variants if (c, n, v) in present]
     metrics = ["depth_rmse", "depth_absrel", "depth_delta1", "train_seconds", "trained_params"]
-    cols = [("", head(m, "cam_hotplug")) for m in metrics]
+    cols = [Col(("", head(m, "cam_hotplug")), lambda k, m=m: Key("cam_hotplug", k[2], k[0], m, n_train=k[1]))
+            for m in metrics]
     groups: dict[tuple, list] = {}
     for r, (c, n, _) in enumerate(rows_k):
         for j in range(len(metrics)):
             groups.setdefault((c, n, j), []).append((r, j))
-    return _grid(name, title, index, [(c, n, methods.get(v, v)) for c, n, v in rows_k], cols,
-                 lambda r, j: Key("cam_hotplug", rows_k[r][2], rows_k[r][0], metrics[j], n_train=rows_k[r][1]),
+    return _grid(name, title, index, [((c, n, methods.get(v, v)), (c, n, v)) for c, n, v in rows_k], cols,
                  compete=list(groups.values()), note="Depth errors in metres.",
                  best_rule="Bold: the better of the two methods at the same type and n.")
 
@@ -208,23 +217,26 @@ def scvar_ablation(res: Results, cfg: dict) -> Table:
                         key=lambda x: SPEED_IN_ABLATION.index(x[0]))
     pairs += [(m, b, "speed", cnd) for m, cnd, b in speed_cols]
     blind = [(m, b) for m, b, st, _ in pairs if st == "scvar" and semantic_blindness(res, m, b)]
-    cols = [("speed" if st == "speed" else (b if b != "-" else ""),
-             head(m, st) + (f" [{cnd}]" if cnd not in (None, "-") else "")
-             + (f" {BLIND_MARK}" if (m, b) in blind else "")) for m, b, st, cnd in pairs]
+    def col(m, b, st, cnd):
+        def key(item):
+            kind, name = item
+            if kind == "bound":  # a floor/ceiling row: no model, so no speed
+                return None if st == "speed" else Key(BOUNDS_STAGE, name, BOUND_SOURCE, m, b)
+            return Key(st, name, cnd if st == "speed" else src[name], m, backbone=b)
 
+        header = ("speed" if st == "speed" else (b if b != "-" else ""),
+                  head(m, st) + (f" [{cnd}]" if cnd not in (None, "-") else "")
+                  + (f" {BLIND_MARK}" if (m, b) in blind else ""))
+        return Col(header, key)
+
+    cols = [col(*p) for p in pairs]
     bounds = _bounds(res)
-
-    def key_of(r, c):
-        m, b, st, cnd = pairs[c]
-        if r >= len(variants):  # a floor/ceiling row: no model, so no speed
-            return None if st == "speed" else Key(BOUNDS_STAGE, bounds[r - len(variants)], BOUND_SOURCE, m, b)
-        return Key(st, variants[r], cnd if st == "speed" else src[variants[r]], m, backbone=b)
 
     note = ("Column groups name the metric backbone (the DAG's frozen in-domain judges; opencv-canny re-extracts "
             "edges). Conditional variants sample from ground-truth depth, `uncond` without a condition. "
             + SEED_NOTE + blindness_note(res, blind))
-    rows = [(v,) for v in variants] + [(BOUND_LABELS[b],) for b in bounds]
-    return _grid(name, title, ["variant"], rows, cols, key_of, note=note + (BOUND_NOTE if bounds else ""),
+    rows = [((v,), ("variant", v)) for v in variants] + [((BOUND_LABELS[b],), ("bound", b)) for b in bounds]
+    return _grid(name, title, ["variant"], rows, cols, note=note + (BOUND_NOTE if bounds else ""),
                  outside=set(range(len(variants), len(rows))))
 
 
@@ -240,25 +252,26 @@ def scvar_control(res: Results, cfg: dict) -> Table:
     pairs = [(m, b) for m, b in _columns(df, CONTROL_METRICS) if m in CONTROL_METRICS]
     blind = [(m, b) for m, b in pairs if semantic_blindness(res, m, b)]
     mark = {p: f" {BLIND_MARK}" if p in blind else "" for p in pairs}
-    cols = [(f"{head(m, 'scvar')}{mark[(m, b)]} [{b}]" if b != "-" else head(m, "scvar") + mark[(m, b)],
-             "GT depth" if s == GT_SOURCE else s) for m, b in pairs for s in sources]
+    def col(m, b, s):
+        def key(item):
+            kind, name = item
+            if kind == "bound":  # a perfect pipeline draws the scene's real image from any source
+                return Key(BOUNDS_STAGE, name, BOUND_SOURCE, m, backbone=b)
+            return Key("scvar", name, NO_SOURCE if _source(df, name) == NO_SOURCE else s, m, backbone=b)
 
+        return Col((f"{head(m, 'scvar')}{mark[(m, b)]} [{b}]" if b != "-" else head(m, "scvar") + mark[(m, b)],
+                    "GT depth" if s == GT_SOURCE else s), key)
+
+    cols = [col(m, b, s) for m, b in pairs for s in sources]
     bounds = _bounds(res)
-
-    def key_of(r, c):
-        (m, b), s = pairs[c // len(sources)], sources[c % len(sources)]
-        if r >= len(variants):  # a perfect pipeline draws the scene's real image from any source
-            return Key(BOUNDS_STAGE, bounds[r - len(variants)], BOUND_SOURCE, m, backbone=b)
-        v = variants[r]
-        return Key("scvar", v, NO_SOURCE if _source(df, v) == NO_SOURCE else s, m, backbone=b)
 
     note = ("Seen types are aligned to depth by the `full` CAM, held-out ones by their hot-plugged E_new; "
             "`uncond` ignores the condition (the same samples in every column). " + SEED_NOTE
             + blindness_note(res, blind))
     if bounds:
         note += BOUND_NOTE + " They hold the same numbers in every column."
-    rows = [(v,) for v in variants] + [(BOUND_LABELS[b],) for b in bounds]
-    return _grid(name, title, ["variant"], rows, cols, key_of, note=note, outside=set(range(len(variants), len(rows))))
+    rows = [((v,), ("variant", v)) for v in variants] + [((BOUND_LABELS[b],), ("bound", b)) for b in bounds]
+    return _grid(name, title, ["variant"], rows, cols, note=note, outside=set(range(len(variants), len(rows))))
 
 
 # --- generic stages, judges, tokenizer, speed -------------------------------------------------------------------
@@ -285,10 +298,11 @@ def stage_table(res: Results, stage: str, name: str, title: str, order: Iterable
         return Key(stage, v, cnd, m, backbone=b, n_train=n)
 
     if len(combos) <= max_wide and len(variants) > 1:
-        return _grid(name, title, ["variant"], [(v,) for v in variants], [("", text(*x)) for x in combos],
-                     lambda r, c: key(variants[r], combos[c]))
-    rows = [(text(*x),) for x in combos]
-    return _grid(name, title, ["metric"], rows, [("", v) for v in variants], lambda r, c: key(variants[c], combos[r]),
+        cols = [Col(("", text(*x)), lambda v, x=x: key(v, x)) for x in combos]
+        return _grid(name, title, ["variant"], [((v,), v) for v in variants], cols)
+    rows = [((text(*x),), x) for x in combos]
+    cols = [Col(("", v), lambda x, v=v: key(v, x)) for v in variants]
+    return _grid(name, title, ["metric"], rows, cols,
                  compete=[[(r, c) for c in range(len(variants))] for r in range(len(rows))])
 
 
@@ -313,20 +327,17 @@ def judges(res: Results, cfg: dict) -> Table:
     kinds = _order(list(JUDGE_KINDS), df["variant"])
     rows_k = [(k, m) for k in kinds for m in _metric_order(df[df["variant"] == k]["metric"])
               if not m.endswith("_baseline") and m != "n_images"]
-    cols = [("", "judge on test"), ("", "trivial baseline"), ("", "test images")]
-    suffix = ["", "_baseline"]
-
-    def key_of(r, c):
-        k, m = rows_k[r]
-        return Key("judge", k, "-", "n_images" if c == 2 else m + suffix[c])
+    cols = [Col(("", "judge on test"), lambda km: Key("judge", km[0], "-", km[1])),
+            Col(("", "trivial baseline"), lambda km: Key("judge", km[0], "-", km[1] + "_baseline")),
+            Col(("", "test images"), lambda km: Key("judge", km[0], "-", "n_images"))]
 
     note = ("Each judge is trained once on the train split and frozen, then serves as the backbone named in the "
             "generation tables. The encoder has one head per group of scene parameters (data/scene_targets.py): "
             "accuracies over each head's labels, RMSE per regression target in its unit (NDC: normalised image "
             "coordinates, -1 to 1 across the image). error ≤ ½ trivial: the judge's error (1 − accuracy, mIoU; "
             "the error metric itself) is at most half that of its trivial baseline.")
-    rows = [(k, head(m, "judge"), _half_trivial(res, k, m)) for k, m in rows_k]
-    return _grid(name, title, index, rows, cols, key_of,
+    rows = [((k, head(m, "judge"), _half_trivial(res, k, m)), (k, m)) for k, m in rows_k]
+    return _grid(name, title, index, rows, cols,
                  compete=[[(r, 0), (r, 1)] for r in range(len(rows_k))], note=note,
                  best_rule="Bold: the better of judge and trivial baseline.")
 
@@ -350,12 +361,12 @@ def speed(res: Results, cfg: dict) -> Table:
     rest = df[~df["variant"].isin(scvar_v)]
     others = list(dict.fromkeys(zip(rest["variant"], rest["condition"], strict=True)))
     metrics = _metric_order(df["metric"])
-    rows = [("SCVAR", v) for v in scvar_v] + [(v.upper() if v == "cam" else v, c) for v, c in others]
-    keys_rows = [(v, "-") for v in scvar_v] + others
+    rows = [(("SCVAR", v), (v, "-")) for v in scvar_v] + [((v.upper() if v == "cam" else v, c), (v, c))
+                                                         for v, c in others]
     groups = [[(r, c) for r in range(len(scvar_v))] for c in range(len(metrics))]
     groups += [[(r, c) for r in range(len(scvar_v), len(rows))] for c in range(len(metrics))]
-    return _grid(name, title, index, rows, [("", head(m, "speed")) for m in metrics],
-                 lambda r, c: Key("speed", keys_rows[r][0], keys_rows[r][1], metrics[c]), compete=groups,
+    cols = [Col(("", head(m, "speed")), lambda vc, m=m: Key("speed", vc[0], vc[1], m)) for m in metrics]
+    return _grid(name, title, index, rows, cols, compete=groups,
                  note="Timed models of the first seed: median of repeated calls (wall clock on CPU, CUDA events on a "
                       "GPU; the device is in the result's provenance). These machines are noisy: timings inform.",
                  best_rule="Bold: best per column among the SCVAR variants, and among the CAM condition types.")

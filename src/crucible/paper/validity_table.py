@@ -84,7 +84,7 @@ def blindness_note(res: Results, columns) -> str:
 
 
 def metric_validity(res: Results, cfg: dict) -> Table:
-    from .tables import _grid, _missing, head  # here: tables.py registers this builder (no import cycle)
+    from .tables import Col, _grid, _missing, head  # here: tables.py registers this builder (no import cycle)
 
     name = "metric_validity"
     title = "Metric validity: noise floor and response to known degradations of the real test images"
@@ -95,12 +95,10 @@ def metric_validity(res: Results, cfg: dict) -> Table:
     metrics = [m for m in (*DISTRIBUTION, *PAIRED) if m in set(df["metric"])]
     metrics += sorted(set(df["metric"]) - set(metrics))
     levels = validity_levels(res)
-    cols = [("", "floor (real)")] + [(DEGRADATION_LABELS.get(v, v), c) for v, c in levels]
-    rows = [(head(m, "scvar"), ", ".join(blind_to(res, m)) or "none") for m in metrics]
-
-    def key_of(r, c):
-        v, cond = (FLOOR, REAL) if c == 0 else levels[c - 1]
-        return Key(VALIDITY_STAGE, v, cond, metrics[r])
+    cols = [Col(header, lambda m, v=v, cond=cond: Key(VALIDITY_STAGE, v, cond, m))
+            for header, (v, cond) in [(("", "floor (real)"), (FLOOR, REAL))]
+            + [((DEGRADATION_LABELS.get(v, v), c), (v, c)) for v, c in levels]]
+    rows = [((head(m, "scvar"), ", ".join(blind_to(res, m)) or "none"), m) for m in metrics]
 
     note = ("Floor: distribution metrics (FID, KID, precision, recall, saturation ratio) compare two disjoint random "
             "halves of the real test scenes, n against n, n the number of samples an SCVAR variant is scored with "
@@ -114,5 +112,5 @@ def metric_validity(res: Results, cfg: dict) -> Table:
             f"by more than {K_SPREAD:g} × the floor's std over the half-splits, for paired metrics not worse by a "
             f"one-sided Wilcoxon signed-rank test over the images at p < {ALPHA:g}. A control metric blind to a "
             "colour change is by design; a fidelity metric blind to a semantic shift is not.")
-    return _grid(name, title, index, rows, cols, key_of, compete=[], note=note,
+    return _grid(name, title, index, rows, cols, compete=[], note=note,
                  best_rule="No bold: the columns are degradations, not competitors.")
