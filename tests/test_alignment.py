@@ -1,11 +1,11 @@
-"""CAM alignment metrics (evaluation/alignment.py) against values worked out by hand."""
+"""CAM alignment metrics (evaluation/metrics/alignment.py) against values worked out by hand."""
 
 import math
 
 import pytest
 import torch
 
-from crucible.evaluation.alignment import active_units, consistency, depth_errors
+from crucible.evaluation.metrics.alignment import active_units, consistency, depth_errors
 
 D_MAX = 10.0
 

@@ -30,8 +30,8 @@ from crucible.data.build import render_dataset
 from crucible.data.importer import ImportError_, import_dataset
 from crucible.data.tensors import SplitTensors, pack_split
 from crucible.errors import InputError
-from crucible.evaluation.fidelity import inception_metrics
 from crucible.evaluation.judges.train import load_judge
+from crucible.evaluation.metrics.fidelity import inception_metrics
 from crucible.models.cam import CAM, CAMConfig
 from crucible.train import CheckpointError, LoopConfig, load_weights, run_training, save_checkpoint
 from crucible.train.cam import cam_run_config, load_cam, train_cam

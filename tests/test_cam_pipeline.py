@@ -9,7 +9,7 @@ import torch
 
 from crucible.data.build import render_dataset
 from crucible.data.tensors import SplitTensors, pack_split
-from crucible.evaluation.cam_eval import eval_cam, eval_hotplug
+from crucible.evaluation.stages.cam_eval import eval_cam, eval_hotplug
 from crucible.train.cam import build_cam, load_cam, train_cam, train_hotplug
 
 ROOT = Path(__file__).resolve().parents[1]

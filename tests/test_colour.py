@@ -1,4 +1,4 @@
-"""Colour metrics (crucible.evaluation.colour) against analytic values and published CIELAB coordinates."""
+"""Colour metrics (crucible.evaluation.metrics.colour) against analytic values and published CIELAB coordinates."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from kornia.color import rgb_to_grayscale, rgb_to_lab
 
-from crucible.evaluation.colour import chroma_error, colour_metrics, saturation, saturation_ratio
+from crucible.evaluation.metrics.colour import chroma_error, colour_metrics, saturation, saturation_ratio
 
 
 def _solid(rgb, n=2, size=4) -> torch.Tensor:
@@ -120,8 +120,8 @@ def test_sample_rows_report_colour_and_counts(tmp_path):
     from crucible.atomic import write_tensors
     from crucible.data.build import render_dataset
     from crucible.data.tensors import SplitTensors, pack_split
-    from crucible.evaluation.generation import evaluate_samples
     from crucible.evaluation.judges.fit import fit_judge
+    from crucible.evaluation.stages.generation import evaluate_samples
 
     cfg = small_config.small_cfg(scenes=(6, 2, 6), judges__train={"steps": 2, "batch_size": 4, "lr": 1e-3})
     cfg["scvar"]["sample"]["scenes"] = 6

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from crucible.cli import main
-from crucible.evaluation.compare import KEYS, Tolerances, compare_summaries, read_summary
-from crucible.evaluation.dvc_export import flat_metrics, metric_key, offline_html_template, plot_tables
+from crucible.evaluation.results.compare import KEYS, Tolerances, compare_summaries, read_summary
+from crucible.evaluation.results.dvc_export import flat_metrics, metric_key, offline_html_template, plot_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 STORED = ROOT / "evaluation/baselines"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from crucible.evaluation.compare import read_summary
-from crucible.evaluation.dvc_export import flat_metrics, metric_key, plot_tables
+from crucible.evaluation.results.compare import read_summary
+from crucible.evaluation.results.dvc_export import flat_metrics, metric_key, plot_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -33,8 +33,8 @@ from crucible.evaluation import (
     lpips_distance,
     register_judge,
 )
-from crucible.evaluation import fidelity as fidelity_mod
-from crucible.evaluation import reference as ref
+from crucible.evaluation.metrics import fidelity as fidelity_mod
+from crucible.evaluation.metrics import reference as ref
 
 # Both sides compute in float64 (our extractor emits float64 features; see reference.py): 1e-6 relative is
 # then loose by ~5 orders of magnitude (measured agreement ~1e-11), and anything wrong in the metric (a ddof,
@@ -277,8 +277,8 @@ class _Split:
 def test_tokenizer_rows_carry_colour_and_sample_counts(monkeypatch):
     from small_config import small_cfg
 
-    from crucible.evaluation import reconstruction
-    from crucible.evaluation.colour import saturation
+    from crucible.evaluation.stages import reconstruction
+    from crucible.evaluation.metrics.colour import saturation
     from crucible.models.tokenizer import VQVAE
     from crucible.train.tokenizer import reconstruct_split, tokenizer_config
 

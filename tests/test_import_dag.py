@@ -17,9 +17,9 @@ from PIL import Image
 
 from crucible.data.importer import import_dataset
 from crucible.data.tensors import pack_split
-from crucible.evaluation.cam_eval import eval_cam
 from crucible.evaluation.judges import QUALITY_METRICS, JudgeUnavailable, load_available_judge, load_judge
 from crucible.evaluation.judges.fit import fit_judge
+from crucible.evaluation.stages.cam_eval import eval_cam
 from crucible.train.cam import train_cam
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,11 +24,11 @@ from crucible.evaluation import (
     normal_angular_error_deg,
     register_judge,
 )
-from crucible.evaluation import reference as ref
-from crucible.evaluation.bounds import BOUND_SOURCE, BOUNDS_STAGE, write_bound_samples
-from crucible.evaluation.generation import evaluate_samples
+from crucible.evaluation.metrics import reference as ref
 from crucible.evaluation.judges import load_judge
 from crucible.evaluation.judges.fit import fit_judge
+from crucible.evaluation.stages.bounds import BOUND_SOURCE, BOUNDS_STAGE, write_bound_samples
+from crucible.evaluation.stages.generation import evaluate_samples
 
 N_TEST = 6  # <= the smoke encoder's 16 feature dimensions: the feature covariances are singular
 
@@ -149,7 +149,7 @@ def test_canny_f1_pools_edge_pixels_not_images():
 def test_tokenizer_recon_samples_are_the_tokenizers_reconstructions(rendered):
     import copy
 
-    from crucible.evaluation.bounds import bound_images
+    from crucible.evaluation.stages.bounds import bound_images
     from crucible.models.tokenizer import VQVAE
     from crucible.train.tokenizer import reconstruct_split, tokenizer_config
 

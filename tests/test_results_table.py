@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from crucible.evaluation.results_table import summarize_results
+from crucible.evaluation.results.results_table import summarize_results
 
 
 def _write(path, rows):
@@ -59,10 +59,10 @@ def test_unconditional_reference_pairs_with_every_condition_source(tmp_path):
 
 
 def test_result_rows_are_what_the_results_table_reads(tmp_path):
-    """Every stage builds its rows with evaluation/rows.py; what they hold is what summarize_results needs."""
+    """Every stage builds its rows with evaluation/results/rows.py; what they hold is what summarize_results needs."""
     import pytest
 
-    from crucible.evaluation.rows import ROW_KEYS, result_row, result_rows, unavailable_rows
+    from crucible.evaluation.results.rows import ROW_KEYS, result_row, result_rows, unavailable_rows
 
     ok = result_rows("cam", "full", 0, "canny", {"depth_rmse": np.float32(0.5), "params": 12})
     assert [set(r) for r in ok] == [set(ROW_KEYS)] * 2

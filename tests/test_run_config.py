@@ -11,7 +11,7 @@ import small_config  # tests/, on the path via pytest's pythonpath
 from crucible.config import config_hash
 from crucible.data.build import render_dataset
 from crucible.data.tensors import pack_split
-from crucible.evaluation.cam_eval import eval_cam
+from crucible.evaluation.stages.cam_eval import eval_cam
 from crucible.run_config import cam_run, config_diff, hotplug_run, run_config, run_key, scvar_run, tokenizer_run
 from crucible.train import CheckpointError
 from crucible.train.cam import train_cam
@@ -68,7 +68,7 @@ def test_snakemake_rerun_trigger_is_the_checkpoint_key():
     # and the rules do pass those sections and stages (a rule that hashed other settings than its checkpoint
     # stores would rerun without need, or not rerun when it must)
     rules = {p.stem: p.read_text() for p in (ROOT / "workflow" / "rules").glob("*.smk")}
-    assert rules["cam"].count('cam=run_hash("data", cam=None)') == 2  # cam_train, cam_eval
+    assert rules["cam"].count('settings=run_hash("data", cam=None)') == 2  # cam_train, cam_eval
     assert 'run_hash("tokenizer", "data", scvar=None)' in rules["scvar"]  # scvar_train
     with pytest.raises(ValueError, match="'judges' is not a stage with variants"):
         run_config(cfg, {"judges": "x"})

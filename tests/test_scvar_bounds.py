@@ -1,4 +1,4 @@
-"""The floor/ceiling sample sets (crucible.evaluation.bounds) in the aggregate and the paper tables: summarised
+"""The floor/ceiling sample sets (crucible.evaluation.stages.bounds) in the aggregate and the paper tables: summarised
 under their own stage, never paired against `uncond`, shown as labelled rows that do not compete for best."""
 
 import json
@@ -10,8 +10,8 @@ import yaml
 from test_paper_tables import FIXTURE  # tests/, on the path via pytest's pythonpath
 
 from crucible.errors import InputError
-from crucible.evaluation.bounds import BOUNDS, BOUNDS_STAGE, bound_provenance, stage_of, write_bound_samples
-from crucible.evaluation.results_table import summarize_results
+from crucible.evaluation.results.results_table import summarize_results
+from crucible.evaluation.stages.bounds import BOUNDS, BOUNDS_STAGE, bound_provenance, stage_of, write_bound_samples
 from crucible.paper.table_cells import Key, Results
 from crucible.paper.tables import BOUND_LABELS, build_tables
 

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from crucible.data.build import render_dataset
 from crucible.data.tensors import SplitTensors, pack_split
-from crucible.evaluation.generation import load_samples
+from crucible.evaluation.stages.generation import load_samples
 from crucible.train import CheckpointError
 from crucible.train.scvar import sample_scvar, scvar_config, train_scvar
 from crucible.train.tokenizer import eval_tokenizer, load_tokenizer, tokenize_split, train_tokenizer

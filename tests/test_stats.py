@@ -23,7 +23,7 @@ from crucible.evaluation import (
     paired_test,
     summarize,
 )
-from crucible.evaluation.stats import holm, t_ci
+from crucible.evaluation.results.stats import holm, t_ci
 
 
 def test_bootstrap_ci_covers_true_mean_in_90_percent_of_trials():

@@ -1,4 +1,4 @@
-"""Metric validity (crucible.evaluation.validity, crucible.data.shift): degradations against known values, the
+"""Metric validity (crucible.evaluation.metrics.validity, crucible.data.shift): degradations against known values, the
 semantic shifts of scene parameters, the "clearly above the floor" rule on synthetic numbers, and the stage end to
 end (CLI) on a freshly rendered 16x16 dataset with judges and a tokenizer trained in a few steps."""
 
@@ -26,10 +26,10 @@ from crucible.data.shift import (
 )
 from crucible.data.store import read_file
 from crucible.data.tensors import pack_split
-from crucible.evaluation.colour import saturation
 from crucible.evaluation.judges.fit import fit_judge
 from crucible.evaluation.judges.train import save_unavailable_judge
-from crucible.evaluation.validity import (
+from crucible.evaluation.metrics.colour import saturation
+from crucible.evaluation.metrics.validity import (
     BETTER,
     DEGRADATIONS,
     DISTRIBUTION,
@@ -243,7 +243,7 @@ def test_stage_rows_floors_and_verdicts(stage):
 
 
 def test_aggregated_stage_fills_the_table_and_the_figure(stage, tmp_path):
-    from crucible.evaluation.results_table import summarize_results
+    from crucible.evaluation.results.results_table import summarize_results
     from crucible.paper.table_cells import Results, fill
     from crucible.paper.validity_figure import validity_figure
     from crucible.paper.validity_table import metric_validity

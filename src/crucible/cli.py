@@ -54,7 +54,7 @@ def _cmd_cam_train(args) -> None:
 
 def _cmd_cam_eval(args) -> None:
     from .atomic import write_json
-    from .evaluation.cam_eval import eval_cam
+    from .evaluation.stages.cam_eval import eval_cam
 
     cfg = _load_config(args)
     _known(args.variant, cfg["cam"]["variants"], "--variant", "cam.variants")
@@ -65,7 +65,7 @@ def _cmd_cam_eval(args) -> None:
 
 def _cmd_cam_hotplug(args) -> None:
     from .atomic import write_json
-    from .evaluation.cam_eval import eval_hotplug
+    from .evaluation.stages.cam_eval import eval_hotplug
     from .train.cam import train_hotplug
 
     cfg = _load_config(args)
@@ -90,7 +90,7 @@ def _cmd_tokenizer(args) -> None:
         return
     vq = load_tokenizer(Path(args.model), cfg)
     if args.verb == "eval":
-        from .evaluation.reconstruction import tokenizer_rows
+        from .evaluation.stages.reconstruction import tokenizer_rows
 
         rows = tokenizer_rows(cfg, vq, t / "test.safetensors", Path(args.judges) if args.judges else None)
         write_json(_results(cfg, rows, cfg["seeds"][0], t / "test.safetensors"), out)
@@ -120,7 +120,7 @@ def _cmd_scvar_sample(args) -> None:
 
 
 def _cmd_scvar_bounds(args) -> None:
-    from .evaluation.bounds import write_bound_samples
+    from .evaluation.stages.bounds import write_bound_samples
 
     write_bound_samples(_load_config(args), args.variant, Path(args.tokenizer) if args.tokenizer else None,
                         Path(args.tensors) / "test.safetensors", Path(args.out))
@@ -139,8 +139,8 @@ def _cmd_judges_fit(args) -> None:
 
 def _cmd_evaluate_samples(args) -> None:
     from .atomic import write_json
-    from .evaluation.bounds import bound_provenance
-    from .evaluation.generation import evaluate_samples
+    from .evaluation.stages.bounds import bound_provenance
+    from .evaluation.stages.generation import evaluate_samples
 
     cfg = _load_config(args)
     test = Path(args.tensors) / "test.safetensors"
@@ -151,7 +151,7 @@ def _cmd_evaluate_samples(args) -> None:
 
 def _cmd_evaluate_validity(args) -> None:
     from .atomic import write_json
-    from .evaluation.validity_stage import run_validity
+    from .evaluation.stages.validity_stage import run_validity
 
     cfg = _load_config(args)
     test = Path(args.tensors) / "test.safetensors"
@@ -162,7 +162,7 @@ def _cmd_evaluate_validity(args) -> None:
 
 def _cmd_bench(args) -> None:
     from .atomic import write_json
-    from .evaluation.bench import run_bench
+    from .evaluation.stages.bench import run_bench
 
     cfg = _load_config(args)
     test = Path(args.tensors) / "test.safetensors"
@@ -173,7 +173,7 @@ def _cmd_bench(args) -> None:
 
 
 def _cmd_aggregate(args) -> None:
-    from .evaluation.results_table import summarize_results
+    from .evaluation.results.results_table import summarize_results
 
     summary = summarize_results([Path(p) for p in args.results], Path(args.out_dir))
     print(f"{len(summary)} aggregated metrics in {args.out_dir}/summary.csv")
@@ -262,7 +262,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, required=True)
     sp.add_argument("--cam", nargs="*", default=[], help="SOURCE=CAM_CHECKPOINT pairs (full pipeline)")
     sp = verb(scv, "reference-samples", _cmd_scvar_bounds, "floor/ceiling rows: real images or tokenizer recons")
-    sp.add_argument("--variant", required=True, help="real_images | tokenizer_recon (crucible.evaluation.bounds)")
+    sp.add_argument("--variant", required=True, help="real_images | tokenizer_recon (evaluation/stages/bounds.py)")
     sp.add_argument("--tokenizer", help="tokenizer checkpoint (.safetensors); tokenizer_recon only")
     for a in ("--tensors", "--out"):
         sp.add_argument(a, required=True)
@@ -312,7 +312,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=_cmd_config_check)
     from .paper.commands import add_paper_verbs
     add_paper_verbs(sub, verb)
-    from .evaluation.compare_cli import add_compare_verbs
+    from .evaluation.results.compare_cli import add_compare_verbs
     add_compare_verbs(sub)
     return p
 

@@ -58,7 +58,7 @@ rule scvar_eval:
         " --threads {threads} 2> {log}"
 
 
-# the floor/ceiling sample sets (crucible.evaluation.bounds), evaluated like a variant's, first seed only
+# the floor/ceiling sample sets (crucible.evaluation.stages.bounds), evaluated like a variant's, first seed only
 SCVAR_BOUND_EVALS = expand(f"{SCVAR_DIR}/{{variant}}/seed{SEEDS[0]}/eval.json", variant=SCVAR_BOUNDS)
 EVAL_RESULTS = expand(f"{RESULTS}/judges/{{kind}}.json", kind=JUDGE_KINDS) + expand(
     f"{SCVAR_DIR}/{{variant}}/seed{{seed}}/eval.json", variant=SCVAR_VARIANTS, seed=SEEDS

@@ -1,5 +1,5 @@
 # Stage: tokenizer and SCVAR — tokenizer, unconditional base, every (variant, seed), sampling.
-from crucible.evaluation.bounds import BOUNDS
+from crucible.evaluation.stages.bounds import BOUNDS
 
 
 rule tokenizer_train:

@@ -1,4 +1,4 @@
-# Stage: metric validity (crucible.evaluation.validity): every generation metric's noise floor on real test images,
+# Stage: metric validity (crucible.evaluation.metrics.validity): every generation metric's noise floor on real test images,
 # its response to graded known degradations (blur, noise, desaturation, the tokenizer's reconstructions, scenes
 # re-rendered with one object removed, hues turned, materials changed) and a verdict per metric. Needs the judges
 # (evaluate.smk), the tokenizer (scvar.smk) and the dataset folder itself (the scene parameters to re-render).

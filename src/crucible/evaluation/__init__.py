@@ -1,6 +1,20 @@
 """Evaluation: frozen judges, fidelity through torch-fidelity, controllability, statistics and speed."""
 
-from .control import (
+from .judges import (
+    DENSE_KINDS,
+    JUDGE_KINDS,
+    DenseJudge,
+    DenseJudgeConfig,
+    EncoderConfig,
+    JudgeEncoder,
+    build_judge,
+    evaluate_judge,
+    judge_loss,
+    load_judge,
+    save_judge,
+    train_judge,
+)
+from .metrics.control import (
     NORMAL_VALID_MIN_NORM,
     angular_error_map_deg,
     boundary_precision_recall_f1,
@@ -15,7 +29,7 @@ from .control import (
     pixel_accuracy,
     seg_miou,
 )
-from .fidelity import (
+from .metrics.fidelity import (
     INCEPTION_BACKBONE,
     KEY_BACKBONE,
     KEY_CLIP_I,
@@ -40,23 +54,9 @@ from .fidelity import (
     register_judge,
     unavailable,
 )
-from .judges import (
-    DENSE_KINDS,
-    JUDGE_KINDS,
-    DenseJudge,
-    DenseJudgeConfig,
-    EncoderConfig,
-    JudgeEncoder,
-    build_judge,
-    evaluate_judge,
-    judge_loss,
-    load_judge,
-    save_judge,
-    train_judge,
-)
-from .pretrained import clip_similarity, lpips_distance
-from .speed import benchmark, count_flops, count_parameters, images_per_second
-from .stats import BOOTSTRAP_METHODS, aggregate, bootstrap_ci, paired_comparisons, paired_test, summarize
+from .metrics.pretrained import clip_similarity, lpips_distance
+from .metrics.speed import benchmark, count_flops, count_parameters, images_per_second
+from .results.stats import BOOTSTRAP_METHODS, aggregate, bootstrap_ci, paired_comparisons, paired_test, summarize
 
 __all__ = [
     # control

@@ -96,7 +96,7 @@ _REPO_TOLERANCES = Path(__file__).resolve().parents[3] / TOLERANCES
 
 @lru_cache(maxsize=4)
 def _tolerances(path: Path | None):
-    from ..evaluation.compare import Tolerances
+    from ..evaluation.results.compare import Tolerances
 
     if path is None:
         path = TOLERANCES if TOLERANCES.is_file() else _REPO_TOLERANCES

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..evaluation.compare import norm_key
-from ..evaluation.rows import GROUP_KEYS
+from ..evaluation.results.compare import norm_key
+from ..evaluation.results.rows import GROUP_KEYS
 from .metric_labels import direction
 
 __all__ = ["ALPHA", "Key", "Cell", "Table", "Results", "fill", "fmt_mean_std", "common_n"]

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import write_text
-from ..evaluation.bounds import BOUND_SOURCE, BOUNDS_STAGE
 from ..evaluation.judges import JUDGE_KINDS
+from ..evaluation.stages.bounds import BOUND_SOURCE, BOUNDS_STAGE
 from .metric_labels import METRICS, arrow, direction, label, unit
 from .table_cells import Key, Results, Table, fill
 from .table_formats import to_markdown, write_table

@@ -1,4 +1,4 @@
-"""Figure: metric validity (crucible.evaluation.validity) — one panel per metric, its response to every graded
+"""Figure: metric validity (crucible.evaluation.metrics.validity) — one panel per metric, its response to every graded
 degradation of the real test images (mean ± std over the random half-splits) against its floor (dashed) and, for the
 distribution metrics, the floor band (mean ± 3 std over the half-splits) their verdict uses; paired metrics are judged
 by a test over images instead. A hollow marker where the metric is blind at the degradation's mildest level."""
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from matplotlib.patches import Patch
 
-from ..evaluation.validity import DISTRIBUTION, FLOOR, K_SPREAD, PAIRED, REAL, VALIDITY_STAGE
+from ..evaluation.metrics.validity import DISTRIBUTION, FLOOR, K_SPREAD, PAIRED, REAL, VALIDITY_STAGE
 from .metric_labels import arrow, label, unit
 from .style import RC, plt, save
 from .table_cells import Key, Results

@@ -1,10 +1,10 @@
-"""Table: metric validity (crucible.evaluation.validity) — every metric's noise floor on real test images, its
+"""Table: metric validity (crucible.evaluation.metrics.validity) — every metric's noise floor on real test images, its
 response to graded known degradations, and the degradations it is blind to at their mildest level."""
 
 from __future__ import annotations
 
 from ..data.shift import SHIFTS
-from ..evaluation.validity import (
+from ..evaluation.metrics.validity import (
     ALPHA,
     DEGRADATIONS,
     DISTRIBUTION,

@@ -13,7 +13,7 @@ import torch
 
 from ...data.tensors import SplitTensors
 from ...train.distributed import is_main, shard, training_device
-from ..rows import result_rows, unavailable_rows
+from ..results.rows import result_rows, unavailable_rows
 from .train import QUALITY_METRICS, build_judge, evaluate_judge, save_judge, save_unavailable_judge, train_judge
 
 __all__ = ["judge_batch", "ordered_batches", "has_scene_attributes", "unavailable_reason", "train_settings",

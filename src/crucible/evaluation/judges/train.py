@@ -24,8 +24,8 @@ from safetensors.torch import save_file
 from ...data.scene_targets import head_layout, metric_names
 from ...errors import InputError, read_tensors
 from ...train.loop import LoopConfig, run_training
-from ..control import NORMAL_VALID_MIN_NORM, angular_error_map_deg, confusion_matrix, miou_from_confusion
-from ..rows import STATUS_UNAVAILABLE
+from ..metrics.control import NORMAL_VALID_MIN_NORM, angular_error_map_deg, confusion_matrix, miou_from_confusion
+from ..results.rows import STATUS_UNAVAILABLE
 from .dense import DENSE_KINDS, DenseJudge, DenseJudgeConfig
 from .encoder import EncoderConfig, JudgeEncoder
 

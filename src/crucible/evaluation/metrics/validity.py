@@ -35,10 +35,10 @@ import torch
 from kornia.filters import gaussian_blur2d
 from scipy.stats import wilcoxon
 
+from ..results.rows import STATUS_OK, result_row
 from .colour import chroma_error, saturation_ratio
 from .control import canny_f1, clip_i_similarity, depth_rmse, normal_angular_error_deg, seg_miou
 from .fidelity import JUDGE_BACKBONE, distribution_metrics, images_to_uint8
-from .rows import STATUS_OK, result_row
 
 __all__ = ["VALIDITY_STAGE", "VERDICT_STAGE", "FLOOR", "REAL", "DISTRIBUTION", "PAIRED", "BACKBONES", "BETTER",
            "K_SPREAD", "ALPHA", "RULE", "DEGRADATIONS", "blur", "add_noise", "desaturate", "half_splits",

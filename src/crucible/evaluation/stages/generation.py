@@ -31,12 +31,19 @@ from pathlib import Path
 
 import torch
 
-from ..data.tensors import SplitTensors
-from ..errors import InputError, read_tensors
-from .bounds import stage_of
-from .colour import GREY_REASON, colour_metrics
-from .control import canny_edges_batch, canny_f1, clip_i_similarity, depth_rmse, normal_angular_error_deg, seg_miou
-from .fidelity import (
+from ...data.tensors import SplitTensors
+from ...errors import InputError, read_tensors
+from ..judges import DENSE_KINDS, load_available_judge
+from ..metrics.colour import GREY_REASON, colour_metrics
+from ..metrics.control import (
+    canny_edges_batch,
+    canny_f1,
+    clip_i_similarity,
+    depth_rmse,
+    normal_angular_error_deg,
+    seg_miou,
+)
+from ..metrics.fidelity import (
     INCEPTION_BACKBONE,
     JUDGE_BACKBONE,
     distribution_metrics,
@@ -45,9 +52,9 @@ from .fidelity import (
     register_judge,
     unavailable,
 )
-from .judges import DENSE_KINDS, load_available_judge
-from .pretrained import clip_similarity
-from .rows import STATUS_OK, distribution_rows, result_row
+from ..metrics.pretrained import clip_similarity
+from ..results.rows import STATUS_OK, distribution_rows, result_row
+from .bounds import stage_of
 
 __all__ = ["load_samples", "dense_predictions", "evaluate_samples"]
 

@@ -19,16 +19,15 @@ from pathlib import Path
 
 import torch
 
-from ..data.shift import SHIFTS, RenderJob, rerender_matches
-from ..data.store import read_file
-from ..data.tensors import SplitTensors
-from ..errors import InputError
-from ..provenance import dataset_hash
-from .control import canny_edges_batch
-from .fidelity import JUDGE_BACKBONE, judge_features, register_judge
-from .generation import dense_predictions
-from .judges import JUDGE_KINDS, load_available_judge
-from .validity import (
+from ...data.shift import SHIFTS, RenderJob, rerender_matches
+from ...data.store import read_file
+from ...data.tensors import SplitTensors
+from ...errors import InputError
+from ...provenance import dataset_hash
+from ..judges import JUDGE_KINDS, load_available_judge
+from ..metrics.control import canny_edges_batch
+from ..metrics.fidelity import JUDGE_BACKBONE, judge_features, register_judge
+from ..metrics.validity import (
     BACKBONES,
     DEGRADATIONS,
     DISTRIBUTION,
@@ -42,6 +41,7 @@ from .validity import (
     verdict,
     verdict_row,
 )
+from .generation import dense_predictions
 
 __all__ = ["REPEATS", "TOKENIZER", "run_validity"]
 
@@ -143,7 +143,7 @@ def _why_missing(metric: str, judges: dict) -> str | None:
 def run_validity(cfg: dict, test: Path, data_root: Path, judges_dir: Path, tokenizer: Path | None,
                  threads: int = 1, repeats: int = REPEATS) -> tuple[list[dict], dict]:
     """(rows, provenance extras: pool and half sizes, repeats, seconds per part, the re-render check)."""
-    from ..train.tokenizer import load_tokenizer, reconstruct_split
+    from ...train.tokenizer import load_tokenizer, reconstruct_split
 
     t0 = time.perf_counter()
     seconds = {}

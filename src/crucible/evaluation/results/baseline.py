@@ -22,9 +22,9 @@ from pathlib import Path
 
 import yaml
 
-from ..config import config_hash
-from ..errors import InputError, read_json
-from ..provenance import git_commit, library_versions
+from ...config import config_hash
+from ...errors import InputError, read_json
+from ...provenance import git_commit, library_versions
 from .compare import Tolerances, compare_summaries, read_summary
 from .dvc_export import flat_metrics
 

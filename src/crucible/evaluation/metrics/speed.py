@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..models.params import count_parameters  # re-exported: the speed tables report it
+from ...models.params import count_parameters  # re-exported: the speed tables report it
 
 __all__ = ["benchmark", "count_flops", "count_parameters", "images_per_second"]
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 # THE canny of the benchmark lives with the dataset that renders the canny condition; controllability
 # re-extracts edges from generated images with this very function (same thresholds from the config)
-from ..data.conditions import canny_edges
+from ...data.conditions import canny_edges
 
 __all__ = [
     "NORMAL_VALID_MIN_NORM",

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
-from .rows import STATUS_OK, STATUS_UNAVAILABLE
+from ..results.rows import STATUS_OK, STATUS_UNAVAILABLE
 
 __all__ = [
     "JUDGE_BACKBONE",

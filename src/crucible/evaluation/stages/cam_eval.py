@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..data.tensors import SplitTensors
-from ..models.cam import CAM
-from ..train.cam import cam_run_config, load_cam, resize
-from .alignment import active_units, consistency, depth_errors
-from .rows import result_rows, unavailable_rows
+from ...data.tensors import SplitTensors
+from ...models.cam import CAM
+from ...train.cam import cam_run_config, load_cam, resize
+from ..metrics.alignment import active_units, consistency, depth_errors
+from ..results.rows import result_rows, unavailable_rows
 
 __all__ = ["mean_depth_baseline", "predict", "eval_cam", "eval_hotplug"]
 

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import torch
 
-from ..data.tensors import SplitTensors
-from ..train.tokenizer import eval_tokenizer, reconstruct_split
-from .colour import GREY_REASON, colour_metrics
-from .fidelity import (
+from ...data.tensors import SplitTensors
+from ...train.tokenizer import eval_tokenizer, reconstruct_split
+from ..judges.train import load_available_judge
+from ..metrics.colour import GREY_REASON, colour_metrics
+from ..metrics.fidelity import (
     INCEPTION_BACKBONE,
     JUDGE_BACKBONE,
     distribution_metrics,
@@ -29,8 +30,7 @@ from .fidelity import (
     register_judge,
     unavailable,
 )
-from .judges.train import load_available_judge
-from .rows import STATUS_OK, distribution_rows, result_row
+from ..results.rows import STATUS_OK, distribution_rows, result_row
 
 __all__ = ["tokenizer_rows"]
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import write_tensors
-from ..data.tensors import SplitTensors
-from ..errors import InputError
+from ...atomic import write_tensors
+from ...data.tensors import SplitTensors
+from ...errors import InputError
 
 __all__ = ["BOUNDS", "BOUNDS_STAGE", "BOUND_SOURCE", "stage_of", "bound_provenance", "bound_images",
            "write_bound_samples"]
@@ -76,7 +76,7 @@ def bound_images(cfg: dict, variant: str, data: SplitTensors, tokenizer=None) ->
 def write_bound_samples(cfg: dict, variant: str, tokenizer: Path | None, tensors: Path, out: Path) -> int:
     """Write ``out`` as ``crucible scvar sample`` would (safetensors: ``gt_depth`` -> uint8 (n,3,H,W));
     ``tokenizer``: its checkpoint, x.safetensors or x (needed by ``tokenizer_recon`` only). Returns n."""
-    from ..train.tokenizer import load_tokenizer
+    from ...train.tokenizer import load_tokenizer
 
     _check(variant)
     vq = None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..atomic import write_text
+from ...atomic import write_text
 from .compare import read_summary
 
 __all__ = ["metric_key", "flat_metrics", "plot_tables", "write_dvc_files", "offline_html_template"]

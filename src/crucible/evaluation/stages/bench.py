@@ -15,13 +15,13 @@ from pathlib import Path
 
 import torch
 
-from ..data.tensors import SplitTensors
-from ..models.scvar.flops import generation_flops
-from ..train.cam import aligned_depth, load_cam
-from ..train.scvar import load_scvar
-from ..train.tokenizer import load_tokenizer
-from .rows import result_row
-from .speed import benchmark, count_parameters, images_per_second
+from ...data.tensors import SplitTensors
+from ...models.scvar.flops import generation_flops
+from ...train.cam import aligned_depth, load_cam
+from ...train.scvar import load_scvar
+from ...train.tokenizer import load_tokenizer
+from ..metrics.speed import benchmark, count_parameters, images_per_second
+from ..results.rows import result_row
 
 __all__ = ["bench_scvar", "bench_cam", "run_bench"]
 
@@ -88,7 +88,7 @@ def run_bench(cfg: dict, scvar_models: dict[str, Path], cam_models: dict[str, Pa
               test: Path, seed: int, progress: bool = True) -> _Rows:
     """Rows (stage ``speed``) for every SCVAR variant in ``scvar_models`` and CAM condition in ``cam_models``
     (models trained with ``seed``); ``.timings`` holds each timing's quantiles."""
-    from ..progress import progress as progress_bar
+    from ...progress import progress as progress_bar
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data = SplitTensors(test)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import InputError, read_json
+from ...errors import InputError, read_json
 from .rows import GROUP_KEYS
 from .stats import aggregate, paired_comparisons
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ..errors import InputError
+from ...errors import InputError
 from .rows import GROUP_KEYS
 
 __all__ = ["KEYS", "VERDICTS", "FAILING", "Tolerance", "Tolerances", "norm_key", "read_summary", "compare_summaries",

@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ..atomic import write_text
-from ..errors import InputError
+from ...atomic import write_text
+from ...errors import InputError
 from .baseline import BaselineExists, read_provenance, update_baseline
 from .compare import FAILING, VERDICTS, Tolerances, compare_summaries, read_summary, variant_overview
 
