@@ -60,7 +60,7 @@ def scvar_variant_config(cfg: dict, name: str) -> tuple[dict[str, Any], dict[str
 
 
 def _cam_variant(cfg: dict, name: str) -> tuple[dict[str, Any], dict[str, str]]:
-    from .models.cam.cam import CAMConfig
+    from .models.cam.config import CAMConfig
 
     model, overrides = cfg["cam"]["model"], cfg["cam"]["variants"][name]
     where = {k: f"cam.variants.{name}.{k}" if k in overrides else f"cam.model.{k}" for k in {**model, **overrides}}
@@ -305,7 +305,7 @@ def batch_vs_world(cfg: dict, world: int) -> Iterator[Problem]:
 # 6. every model config builds ---------------------------------------------------------------------------
 def _constructors(cfg: dict) -> Iterator[Problem]:
     """The model configs a job would build, each with its own checks; any failure names the variant."""
-    from .models.cam.cam import CAMConfig
+    from .models.cam.config import CAMConfig
     from .models.scvar.config import SCVARConfig
     from .models.tokenizer.config import TokenizerConfig
 

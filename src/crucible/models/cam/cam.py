@@ -19,7 +19,7 @@ from crucible.models.cam.encoders import (
 from crucible.models.cam.posterior import FlowPosterior
 from crucible.models.cam.shared_encoder import SharedEncoder, fpn_channels, level_channels
 
-__all__ = ["CAM", "CAMConfig", "CAMOutput"]
+__all__ = ["CAM", "CAMOutput"]
 
 
 class CAMOutput(NamedTuple):
