@@ -2,6 +2,7 @@
 # marked with report(...) and a caption in workflow/report/, so `snakemake --report report.html` bundles them.
 from types import SimpleNamespace
 
+from crucible.paper.commands import FIGURES  # the figure names, declared once
 from crucible.paper.tables import TABLES
 
 PAPER_TABLES = list(TABLES)
@@ -189,7 +190,7 @@ rule paper_figure_qualitative:
         " --seed {params.seed} --scenes {params.scenes} --out {output.png} --threads {threads} 2> {log}"
 
 
-PAPER_FIGURES = ["hotplug", "ecfm", "curves", "qualitative"]
+PAPER_FIGURES = [f for f in FIGURES if f != "validity"]  # the validity figure is drawn in validity.smk
 PAPER_RESULTS = (
     expand(f"{PAPER}/tables/{{name}}.{{ext}}", name=PAPER_TABLES, ext=[*TABLE_FORMATS, "html"])
     + [f"{PAPER}/tables/index.md"]

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import write_text
 from ..evaluation.judges import JUDGE_KINDS
 from ..evaluation.stages.bounds import BOUND_SOURCE, BOUNDS_STAGE
-from .metric_labels import METRICS, arrow, direction, label, unit
+from .metric_labels import METRICS, direction
 from .table_cells import Key, Results, Table, fill
 from .table_formats import to_markdown, write_table
+from .table_grid import Col, grid, head, missing
 from .validity_table import BLIND_MARK, VALIDITY_STAGES, blindness_note, metric_validity, semantic_blindness
 
 __all__ = ["TABLES", "build_tables", "write_tables", "stage_table"]
@@ -43,12 +43,6 @@ BOUND_NOTE = (" Floor/ceiling rows (not ranked, no test): the real test images o
 GT_SOURCE, NO_SOURCE = "gt_depth", "none"
 
 
-def head(metric: str, stage: str = "-") -> str:
-    """Column header: label, unit in brackets, better-side arrow."""
-    u = unit(metric)
-    return " ".join(x for x in (label(metric), f"({u})" if u else "", arrow(metric, stage)) if x)
-
-
 def _order(preferred: Iterable[str], present: Iterable[str]) -> list[str]:
     present = list(dict.fromkeys(present))
     pref = [p for p in preferred if p in present]
@@ -58,36 +52,6 @@ def _order(preferred: Iterable[str], present: Iterable[str]) -> list[str]:
 def _metric_order(metrics: Iterable[str]) -> list[str]:
     rank = {m: i for i, m in enumerate(METRICS)}
     return sorted(dict.fromkeys(metrics), key=lambda m: (rank.get(m, len(rank)), m))
-
-
-def _missing(name: str, title: str, index: list[str], why: str) -> Table:
-    return Table(name, title, index, [], [], {}, missing=why)
-
-
-@dataclass(frozen=True)
-class Col:
-    """A column that carries its own key: ``header`` (group, name) and ``key(item)``, the :class:`Key` of its cell
-    in the row of ``item`` (None = no number there). ``untested``: its cells have no paired test against the row's
-    reference (their test in paired.csv is against something else)."""
-
-    header: tuple[str, str]
-    key: Callable[[object], Key | None]
-    untested: bool = False
-
-
-def _grid(name, title, index, rows: list[tuple[tuple, object]], cols: list[Col], **kw) -> Table:
-    """A table of ``rows`` ((label, item) pairs) and ``cols``: cell (r, c) holds ``cols[c].key(item of row r)``."""
-    keys, untested = {}, set()
-    for r, (_, item) in enumerate(rows):
-        for c, col in enumerate(cols):
-            k = col.key(item)
-            if k is not None:
-                keys[(r, c)] = k
-                if col.untested:
-                    untested.add((r, c))
-    t = Table(name, title, index, [label for label, _ in rows], [col.header for col in cols], keys, **kw)
-    t.untested = untested
-    return t
 
 
 # --- CAM ------------------------------------------------------------------------------------------------------
@@ -102,7 +66,7 @@ def cam_alignment(res: Results, cfg: dict) -> Table:
     name, title = "cam_alignment", "CAM ablation: depth alignment error per condition type on the test split"
     df = res.stage("cam")
     if df.empty:
-        return _missing(name, title, ["variant"], "stage 'cam' absent from summary.csv")
+        return missing(name, title, ["variant"], "stage 'cam' absent from summary.csv")
     variants = _order(cfg["cam"]["variants"], df["variant"])
     seen = [c for c in cfg["data"]["seen"] if c in set(df["condition"])]
     n_max = _hotplug_n(res)
@@ -134,14 +98,14 @@ def cam_alignment(res: Results, cfg: dict) -> Table:
                  " (the hot-plug protocol).")
     if has_baseline:
         note += " Trivial baseline: the per-pixel mean train depth."
-    return _grid(name, title, ["variant"], rows, cols, note=note, outside={len(variants)} if has_baseline else set())
+    return grid(name, title, ["variant"], rows, cols, note=note, outside={len(variants)} if has_baseline else set())
 
 
 def cam_latent(res: Results, cfg: dict) -> Table:
     name, title = "cam_latent", "CAM ablation: latent diagnostics, size and cost"
     df = res.stage("cam")
     if df.empty:
-        return _missing(name, title, ["variant"], "stage 'cam' absent from summary.csv")
+        return missing(name, title, ["variant"], "stage 'cam' absent from summary.csv")
     variants = _order(cfg["cam"]["variants"], df["variant"])
     seen = [c for c in cfg["data"]["seen"] if c in set(df["condition"])]
     spec = [("", "-", "consistency")]
@@ -153,7 +117,7 @@ def cam_latent(res: Results, cfg: dict) -> Table:
     note = (f"Consistency: sqrt(E‖D(z_i) − D(z_j)‖²) in metres, over valid pixels and pairs of seen types for the "
             f"same scene. KL per latent dim: KL over the number of latent dimensions. FLOPs of one forward "
             f"pass at the CAM resolution for a {seen[0]} input." if seen else "")
-    return _grid(name, title, ["variant"], [((v,), v) for v in variants], cols, note=note)
+    return grid(name, title, ["variant"], [((v,), v) for v in variants], cols, note=note)
 
 
 def hotplug(res: Results, cfg: dict) -> Table:
@@ -162,7 +126,7 @@ def hotplug(res: Results, cfg: dict) -> Table:
     index = ["held-out type", "samples", "method"]
     df = res.stage("cam_hotplug")
     if df.empty:
-        return _missing(name, title, index, "stage 'cam_hotplug' absent from summary.csv")
+        return missing(name, title, index, "stage 'cam_hotplug' absent from summary.csv")
     methods = {"hotplug": "E_new (frozen CAM)", "scratch": "from scratch"}
     variants = _order(methods, df["variant"])
     conds = _order(cfg["data"]["held_out"], df["condition"])
@@ -176,7 +140,7 @@ def hotplug(res: Results, cfg: dict) -> Table:
     for r, (c, n, _) in enumerate(rows_k):
         for j in range(len(metrics)):
             groups.setdefault((c, n, j), []).append((r, j))
-    return _grid(name, title, index, [((c, n, methods.get(v, v)), (c, n, v)) for c, n, v in rows_k], cols,
+    return grid(name, title, index, [((c, n, methods.get(v, v)), (c, n, v)) for c, n, v in rows_k], cols,
                  compete=list(groups.values()), note="Depth errors in metres.",
                  best_rule="Bold: the better of the two methods at the same type and n.")
 
@@ -206,7 +170,7 @@ def scvar_ablation(res: Results, cfg: dict) -> Table:
     name, title = "scvar_ablation", "SCVAR ablation: fidelity, CLIP-I and controllability from ground-truth depth"
     df = res.stage("scvar")
     if df.empty:
-        return _missing(name, title, ["variant"], "stage 'scvar' absent from summary.csv")
+        return missing(name, title, ["variant"], "stage 'scvar' absent from summary.csv")
     variants = _order(cfg["scvar"]["variants"], df["variant"])
     src = {v: _source(df, v) for v in variants}
     gt = df[df["condition"].isin([GT_SOURCE, NO_SOURCE])]
@@ -236,7 +200,7 @@ def scvar_ablation(res: Results, cfg: dict) -> Table:
             "edges). Conditional variants sample from ground-truth depth, `uncond` without a condition. "
             + SEED_NOTE + blindness_note(res, blind))
     rows = [((v,), ("variant", v)) for v in variants] + [((BOUND_LABELS[b],), ("bound", b)) for b in bounds]
-    return _grid(name, title, ["variant"], rows, cols, note=note + (BOUND_NOTE if bounds else ""),
+    return grid(name, title, ["variant"], rows, cols, note=note + (BOUND_NOTE if bounds else ""),
                  outside=set(range(len(variants), len(rows))))
 
 
@@ -245,7 +209,7 @@ def scvar_control(res: Results, cfg: dict) -> Table:
     title = "Full CRUCIBLE pipeline: SCVAR controllability and FID per condition source (any condition → CAM → depth)"
     df = res.stage("scvar")
     if df.empty:
-        return _missing(name, title, ["variant"], "stage 'scvar' absent from summary.csv")
+        return missing(name, title, ["variant"], "stage 'scvar' absent from summary.csv")
     variants = _order(cfg["scvar"]["variants"], df["variant"])
     sources = _order([GT_SOURCE, *cfg["data"]["seen"], *cfg["data"]["held_out"]],
                      [c for c in df["condition"] if c != NO_SOURCE])
@@ -271,7 +235,7 @@ def scvar_control(res: Results, cfg: dict) -> Table:
     if bounds:
         note += BOUND_NOTE + " They hold the same numbers in every column."
     rows = [((v,), ("variant", v)) for v in variants] + [((BOUND_LABELS[b],), ("bound", b)) for b in bounds]
-    return _grid(name, title, ["variant"], rows, cols, note=note, outside=set(range(len(variants), len(rows))))
+    return grid(name, title, ["variant"], rows, cols, note=note, outside=set(range(len(variants), len(rows))))
 
 
 # --- generic stages, judges, tokenizer, speed -------------------------------------------------------------------
@@ -283,7 +247,7 @@ def stage_table(res: Results, stage: str, name: str, title: str, order: Iterable
     ``max_wide`` of them or only one variant (long; the best is then marked per row)."""
     df = res.stage(stage)
     if df.empty:
-        return _missing(name, title, ["variant"], f"stage '{stage}' absent from summary.csv")
+        return missing(name, title, ["variant"], f"stage '{stage}' absent from summary.csv")
     variants = _order(order, df["variant"])
     metric_rank = {m: i for i, m in enumerate(_metric_order(df["metric"]))}
     combos = sorted(dict.fromkeys(zip(df["metric"], df["condition"], df["backbone"], df["n_train"], strict=True)),
@@ -299,10 +263,10 @@ def stage_table(res: Results, stage: str, name: str, title: str, order: Iterable
 
     if len(combos) <= max_wide and len(variants) > 1:
         cols = [Col(("", text(*x)), lambda v, x=x: key(v, x)) for x in combos]
-        return _grid(name, title, ["variant"], [((v,), v) for v in variants], cols)
+        return grid(name, title, ["variant"], [((v,), v) for v in variants], cols)
     rows = [((text(*x),), x) for x in combos]
     cols = [Col(("", v), lambda x, v=v: key(v, x)) for v in variants]
-    return _grid(name, title, ["metric"], rows, cols,
+    return grid(name, title, ["metric"], rows, cols,
                  compete=[[(r, c) for c in range(len(variants))] for r in range(len(rows))])
 
 
@@ -323,7 +287,7 @@ def judges(res: Results, cfg: dict) -> Table:
     index = ["judge", "metric", "error ≤ ½ trivial"]
     df = res.stage("judge")
     if df.empty:
-        return _missing(name, title, index, "stage 'judge' absent from summary.csv")
+        return missing(name, title, index, "stage 'judge' absent from summary.csv")
     kinds = _order(list(JUDGE_KINDS), df["variant"])
     rows_k = [(k, m) for k in kinds for m in _metric_order(df[df["variant"] == k]["metric"])
               if not m.endswith("_baseline") and m != "n_images"]
@@ -337,7 +301,7 @@ def judges(res: Results, cfg: dict) -> Table:
             "coordinates, -1 to 1 across the image). error ≤ ½ trivial: the judge's error (1 − accuracy, mIoU; "
             "the error metric itself) is at most half that of its trivial baseline.")
     rows = [((k, head(m, "judge"), _half_trivial(res, k, m)), (k, m)) for k, m in rows_k]
-    return _grid(name, title, index, rows, cols,
+    return grid(name, title, index, rows, cols,
                  compete=[[(r, 0), (r, 1)] for r in range(len(rows_k))], note=note,
                  best_rule="Bold: the better of judge and trivial baseline.")
 
@@ -356,7 +320,7 @@ def speed(res: Results, cfg: dict) -> Table:
     index = ["model", "variant / condition"]
     df = res.stage("speed")
     if df.empty:
-        return _missing(name, title, index, "stage 'speed' absent from summary.csv (crucible bench did not run)")
+        return missing(name, title, index, "stage 'speed' absent from summary.csv (crucible bench did not run)")
     scvar_v = [v for v in cfg["scvar"]["variants"] if v in set(df["variant"])]
     rest = df[~df["variant"].isin(scvar_v)]
     others = list(dict.fromkeys(zip(rest["variant"], rest["condition"], strict=True)))
@@ -366,7 +330,7 @@ def speed(res: Results, cfg: dict) -> Table:
     groups = [[(r, c) for r in range(len(scvar_v))] for c in range(len(metrics))]
     groups += [[(r, c) for r in range(len(scvar_v), len(rows))] for c in range(len(metrics))]
     cols = [Col(("", head(m, "speed")), lambda vc, m=m: Key("speed", vc[0], vc[1], m)) for m in metrics]
-    return _grid(name, title, index, rows, cols, compete=groups,
+    return grid(name, title, index, rows, cols, compete=groups,
                  note="Timed models of the first seed: median of repeated calls (wall clock on CPU, CUDA events on a "
                       "GPU; the device is in the result's provenance). These machines are noisy: timings inform.",
                  best_rule="Bold: best per column among the SCVAR variants, and among the CAM condition types.")

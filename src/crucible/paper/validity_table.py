@@ -16,6 +16,7 @@ from ..evaluation.metrics.validity import (
     VERDICT_STAGE,
 )
 from .table_cells import Key, Results, Table
+from .table_grid import Col, grid, head, missing
 
 __all__ = ["VALIDITY_STAGES", "DEGRADATION_LABELS", "BLIND_MARK", "validity_levels", "blind_to", "semantic_blindness",
            "blindness_note", "metric_validity"]
@@ -84,14 +85,12 @@ def blindness_note(res: Results, columns) -> str:
 
 
 def metric_validity(res: Results, cfg: dict) -> Table:
-    from .tables import Col, _grid, _missing, head  # here: tables.py registers this builder (no import cycle)
-
     name = "metric_validity"
     title = "Metric validity: noise floor and response to known degradations of the real test images"
     index = ["metric", "blind to (mildest level)"]
     df = res.stage(VALIDITY_STAGE)
     if df.empty:
-        return _missing(name, title, index, f"stage '{VALIDITY_STAGE}' absent from summary.csv")
+        return missing(name, title, index, f"stage '{VALIDITY_STAGE}' absent from summary.csv")
     metrics = [m for m in (*DISTRIBUTION, *PAIRED) if m in set(df["metric"])]
     metrics += sorted(set(df["metric"]) - set(metrics))
     levels = validity_levels(res)
@@ -112,5 +111,5 @@ def metric_validity(res: Results, cfg: dict) -> Table:
             f"by more than {K_SPREAD:g} × the floor's std over the half-splits, for paired metrics not worse by a "
             f"one-sided Wilcoxon signed-rank test over the images at p < {ALPHA:g}. A control metric blind to a "
             "colour change is by design; a fidelity metric blind to a semantic shift is not.")
-    return _grid(name, title, index, rows, cols, compete=[], note=note,
+    return grid(name, title, index, rows, cols, compete=[], note=note,
                  best_rule="No bold: the columns are degradations, not competitors.")
