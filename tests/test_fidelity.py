@@ -277,8 +277,8 @@ class _Split:
 def test_tokenizer_rows_carry_colour_and_sample_counts(monkeypatch):
     from small_config import small_cfg
 
-    from crucible.evaluation.stages import reconstruction
     from crucible.evaluation.metrics.colour import saturation
+    from crucible.evaluation.stages import reconstruction
     from crucible.models.tokenizer import VQVAE
     from crucible.train.tokenizer import reconstruct_split, tokenizer_config
 

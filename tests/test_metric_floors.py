@@ -24,9 +24,9 @@ from crucible.evaluation import (
     normal_angular_error_deg,
     register_judge,
 )
-from crucible.evaluation.metrics import reference as ref
 from crucible.evaluation.judges import load_judge
 from crucible.evaluation.judges.fit import fit_judge
+from crucible.evaluation.metrics import reference as ref
 from crucible.evaluation.stages.bounds import BOUND_SOURCE, BOUNDS_STAGE, write_bound_samples
 from crucible.evaluation.stages.generation import evaluate_samples
 
