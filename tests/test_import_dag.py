@@ -90,7 +90,7 @@ def test_one_scene_test_split_reports_active_units_unavailable(one_test_scene, t
         r = by[("canny", metric)]
         assert r["status"] == "unavailable" and r["value"] is None and "needs at least two" in r["reason"]
     assert by[(None, "consistency")]["status"] == "unavailable"  # one seen type
-    assert np.isfinite(by[("canny", "depth_rmse")]["value"]) and "status" not in by[("canny", "depth_rmse")]
+    assert np.isfinite(by[("canny", "depth_rmse")]["value"]) and by[("canny", "depth_rmse")]["status"] == "ok"
 
 
 def test_judges_without_their_maps_are_unavailable_with_the_reason(one_test_scene, tmp_path):
