@@ -3,6 +3,7 @@ before any job runs (README "Profiles")."""
 
 import copy
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -248,6 +249,50 @@ def test_set_values_keep_every_dropped_variant():
     assert got == {"scvar": {"variants": {"ecfm_k3": None, "ecfm_k4": None}}, "cam": {"train": {"steps": 5}}}
     cfg = cfglib.resolve(ROOT / "config", files=[ROOT / SMOKE], given=got)
     assert not {"ecfm_k3", "ecfm_k4"} & set(cfg["scvar"]["variants"]) and cfg["cam"]["train"]["steps"] == 5
+
+
+
+def test_set_values_are_typed_like_snakemake_config_values():
+    """--set values are read by OmegaConf's dotlist parser: ints, lists and mappings as YAML, ``1e-3`` a float (as
+    Snakemake's --config makes it; PyYAML's YAML 1.1 reads a string), a date-like word a string; later items win."""
+    got = cfglib.parse_set(["cam.train.steps=3", "seeds=[0,1]", "cam.train.lr=1e-3", "scvar.variants.k.name=ecfm_k2",
+                            "x.day=2024-01-01", "x.quoted='3'", "x.map={b: 1}", "x.map=[1]", "x.s=???", "x.i=${y}"])
+    assert got == {"cam": {"train": {"steps": 3, "lr": 1e-3}}, "seeds": [0, 1], "scvar": {"variants": {"k": {
+        "name": "ecfm_k2"}}}, "x": {"day": "2024-01-01", "quoted": "3", "map": [1], "s": "???", "i": "${y}"}}
+    assert type(got["cam"]["train"]["lr"]) is float
+    assert cfglib.typed_config_values({"cam": {"train": {"lr": "1e-3"}}})["cam"]["train"]["lr"] == 1e-3  # the same
+    cfg = cfglib.resolve(ROOT / "config", given=cfglib.parse_set(["cam.train.lr=1e-3"]), given_source="--set values")
+    assert cfg["cam"]["train"]["lr"] == 1e-3
+    for item, says in [("cam.train.steps", "expected KEY=VALUE"), ("seeds[0]=1", "expected KEY=VALUE"),
+                       ("a..b=1", "expected KEY=VALUE"), ("a=[1", "not valid YAML"),
+                       ("a={b: 1, b: 2}", "not valid YAML"), ("a=${oops", "cannot be read")]:
+        with pytest.raises(cfglib.ConfigError, match=rf"--set {re.escape(repr(item))}: .*{says}"):
+            cfglib.parse_set([item])
+
+
+def test_merge_semantics_omegaconf_merge_does_not_have(tmp_path):
+    """Why deep_merge stays hand-written (OmegaConf.merge on the same inputs, beside ours): a null variant is dropped,
+    a later list replaces a mapping (the schema then names key and file), a ``???`` string is a value, and YAML's
+    dates reach the schema."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigTypeError, UnsupportedValueType
+
+    def omega(base, override):
+        return OmegaConf.to_container(OmegaConf.merge(base, override), resolve=False)
+
+    base = {"variants": {"a": {"k": 1}, "b": {"k": 2}}, "train": {"steps": 5}, "name": "x"}
+    assert cfglib.deep_merge(base, {"variants": {"a": None}}) == {**base, "variants": {"b": {"k": 2}}}
+    assert omega(base, {"variants": {"a": None}})["variants"] == {"a": None, "b": {"k": 2}}
+    assert cfglib.deep_merge(base, {"train": [1]})["train"] == [1]
+    with pytest.raises(ConfigTypeError):
+        omega(base, {"train": [1]})
+    assert cfglib.deep_merge(base, {"name": "???"})["name"] == "???" and omega(base, {"name": "???"})["name"] == "x"
+    day = yaml.safe_load("d: 2024-01-01")
+    assert cfglib.deep_merge(base, day)["d"] == day["d"]
+    with pytest.raises(UnsupportedValueType):
+        omega(base, day)
+    msg = _bad(tmp_path, "cam:\n  train: [1]\n")
+    assert "cam.train = [1] has the wrong type; expected object" in msg and f"[set in {tmp_path / 'bad.yaml'}" in msg
 
 
 def _snakemake_dry_run(cwd: Path, *args: str) -> subprocess.CompletedProcess:

@@ -1,5 +1,5 @@
-"""Paper tables from a fixed, handmade results fixture (tests/fixtures/paper/): the rendered Markdown, LaTeX and
-CSV must equal the stored expected files, and the marks must sit where the fixture's values put them.
+"""Paper tables from a fixed, handmade results fixture (tests/fixtures/paper/): the rendered Markdown, LaTeX,
+CSV and HTML must equal the stored expected files, and the marks must sit where the fixture's values put them.
 
 The fixture's numbers are chosen so that every mark has a known place: `no_flow` beats `full` on canny RMSE
 (p = 0.01 -> significant) while `full` wins δ<1.25; at n = 16 the hot-plugged E_new wins, at n = 128 from-scratch
@@ -18,8 +18,9 @@ import yaml
 
 from crucible.cli import main
 from crucible.paper.metric_labels import direction, label
-from crucible.paper.table_cells import Key, Results, fmt_mean_std
-from crucible.paper.table_formats import tex_escape, to_markdown
+from crucible.paper.table_cells import Cell, Key, Results, Table, fmt_mean_std
+from crucible.paper.table_formats import caption as caption_of
+from crucible.paper.table_formats import tex_escape, to_html, to_latex, to_markdown
 from crucible.paper.tables import TABLES, build_tables, write_tables
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,11 +50,11 @@ def test_tables_equal_expected_files(cfg, tmp_path):
     if os.environ.get("CRUCIBLE_UPDATE_EXPECTED"):
         EXPECTED.mkdir(exist_ok=True)
         for name in names:
-            for ext in ("md", "tex", "csv"):
+            for ext in ("md", "tex", "csv", "html"):
                 shutil.copy(tmp_path / f"{name}.{ext}", EXPECTED / f"{name}.{ext}")
         pytest.skip("expected files rewritten from this run (CRUCIBLE_UPDATE_EXPECTED): review the git diff")
     for name in names:
-        for ext in ("md", "tex", "csv"):
+        for ext in ("md", "tex", "csv", "html"):
             got, want = (tmp_path / f"{name}.{ext}").read_text(), (EXPECTED / f"{name}.{ext}").read_text()
             assert got == want, f"{name}.{ext} differs from {EXPECTED / f'{name}.{ext}'}"
     assert (tmp_path / "index.md").read_text().count("### ") == len(names)
@@ -182,3 +183,51 @@ def test_generation_tables_mark_metrics_blind_to_a_semantic_shift(cfg):
     other = verdicts.assign(backbone="inception-v3")
     t = {t.name: t for t in build_tables(Results(pd.concat([base, other], ignore_index=True)), cfg)}["scvar_ablation"]
     assert not any("§" in " ".join(col) for col in t.columns) and "§" not in t.note
+
+
+def _grouped_table() -> Table:
+    """Two groups of the first index column, a repeated second label, column groups with a gap, and labels that
+    need escaping in every format (``|``, ``&``, ``_``, ``<``)."""
+    rows = [("a_1", "x", "p"), ("a_1", "x", "q"), ("b & c", "y", "p")]
+    cols = [("grp|1", "m<1 ↓"), ("grp|1", "m2"), ("", "n†"), ("g2", "k")]
+    keys = {(r, c): Key("s", f"v{r}", "-", f"m{c}") for r in range(3) for c in range(4)}
+    t = Table("grouped", "Grouped", ["first", "second", "third"], rows, cols, keys)
+    t.cells = {rc: Cell(k, mean=1.0 + rc[0], std=0.1, n=3, best=rc == (0, 0), p_value=0.01 if rc == (2, 3) else 1.0)
+               for rc, k in t.keys.items()}
+    t.cells[(1, 2)].n = 2
+    return t
+
+
+def test_grouped_rows_and_columns_in_every_format():
+    t = _grouped_table()
+    tex = to_latex(t).splitlines()
+    assert tex[:6] == [r"\begin{table}[tbp]", r"\centering", r"\caption{" + tex_escape(caption_of(t)) + "}",
+                       r"\label{tab:grouped}", r"\small", r"\begin{tabular}{lllrrrr}"]
+    top = tex.index(r"\toprule")
+    assert tex[top + 1] == r"\multicolumn{3}{c}{} & \multicolumn{2}{c}{grp|1} &  & g2 \\"
+    assert tex[top + 2] == r"\cmidrule(lr){4-5} \cmidrule(lr){7-7}"  # booktabs rules under the column groups
+    assert tex[top + 3] == r"first & second & third & m$<$1 $\downarrow$ & m2 & n$^\dagger$ & k \\"
+    assert tex[top + 4] == r"\midrule"
+    body = tex[top + 5: tex.index(r"\bottomrule")]
+    assert body[0].startswith(r"a\_1 & x & p & $\mathbf{1.00 \pm 0.10}$ & ")
+    assert body[1].startswith(r" &  & q & ") and r"{\scriptsize (n=2)}" in body[1]
+    assert body[2] == r"\midrule" and body[3].startswith(r"b \& c & y & p & ")  # a new first-column group
+    assert body[3].endswith(r"$3.00 \pm 0.10^{*}$ \\") and len(body) == 4
+    assert tex[-2:] == [r"\end{tabular}", r"\end{table}"]
+
+    md = to_markdown(t)
+    assert "| first " in md and r"grp\|1 / m<1 ↓" in md and r"b & c" in md and r"**1.00 ± 0.10**" in md
+    assert r"3.00 ± 0.10\*" in md and "(n=2)" in md
+
+    page = to_html(t)
+    assert '<th class="col_heading level0 col3" colspan="2">grp|1</th>' in page
+    assert ">m&lt;1 ↓</th>" in page and ">b &amp; c</td>" in page and "<b>1.00 ± 0.10</b>" in page
+    assert "3.00 ± 0.10*" in page and "<small>(n=2)</small>" in page and 'id="T_grouped"' in page
+
+
+def test_wide_latex_table_is_scaled_to_the_line():
+    t = _grouped_table()
+    t.columns = [*t.columns, ("", "extra")]
+    tex = to_latex(t)
+    assert "\\small\n\\resizebox{\\linewidth}{!}{%\n\\begin{tabular}" in tex
+    assert tex.endswith("\\end{tabular}}\n\\end{table}\n")  # the box closes around the tabular only

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import jsonschema
 import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from .errors import InputError
 
@@ -132,7 +134,12 @@ def deep_merge(base: dict, override: dict, keep_nulls: bool = False, _variants: 
 
     Inside a ``variants`` mapping, a variant given as ``null`` is removed: a profile can drop inherited
     ablations (``scvar: {variants: {ecfm_k3: null}}``), which a merge could not do otherwise. ``keep_nulls``
-    keeps such nulls instead (when collecting overrides that are merged over a config later)."""
+    keeps such nulls instead (when collecting overrides that are merged over a config later).
+
+    Not ``OmegaConf.merge``: besides having no such removal, it refuses a list over a mapping (here the schema
+    names the key and the file that set it), keeps the base value under a string ``???`` (its "missing"), and
+    rejects YAML's dates and any string with an unclosed ``${`` before the schema sees them (tests/test_config.py).
+    """
     out = copy.deepcopy(base)
     for k, v in override.items():
         if _variants and v is None and not keep_nulls:
@@ -215,7 +222,14 @@ def load(path: Path, world: int = 1) -> dict:
 
 
 def parse_set(items: Sequence[str]) -> dict:
-    """``["cam.train.steps=5", "seeds=[0, 1]"]`` -> nested overrides; values are YAML (``5`` is an int)."""
+    """``["cam.train.steps=5", "seeds=[0, 1]"]`` -> nested overrides; a later item wins as in :func:`deep_merge`.
+
+    Each item is read by OmegaConf's dotlist parser: the value is YAML with YAML 1.2's floats, so ``1e-3`` is a
+    float as in Snakemake's ``--config`` values (:func:`_typed_scalar`), and no dates. The key is checked here
+    first (OmegaConf would take a bare word as ``word=null`` and ``a[0]`` as a list index), and the items are
+    combined with :func:`deep_merge`, which lets a later list or scalar replace a mapping where OmegaConf refuses.
+    A null is kept: merged over a config later, a variant set to null is dropped.
+    """
     out: dict = {}
     for item in items:
         key, sep, text = item.partition("=")
@@ -223,18 +237,20 @@ def parse_set(items: Sequence[str]) -> dict:
         if not sep or not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p) for p in parts):
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. cam.train.steps=5")
         try:
-            value = yaml.safe_load(text)
+            value = OmegaConf.to_container(OmegaConf.from_dotlist([f"{'.'.join(parts)}={text}"]), resolve=False)
         except yaml.YAMLError as e:
             raise ConfigError(f"--set {item!r}: the value is not valid YAML ({e})") from e
-        for part in reversed(parts):
-            value = {part: value}
+        except OmegaConfBaseException as e:  # e.g. an unclosed ${ (OmegaConf's interpolation syntax)
+            raise ConfigError(f"--set {item!r}: the value cannot be read ({type(e).__name__}: {e})") from e
         out = deep_merge(out, value, keep_nulls=True)
     return out
 
 
 def _typed_scalar(text: str):
     """One ``--config`` leaf as a config file would read it: int, then float (Snakemake's own order for top-level
-    values, so ``1e-3`` is a float), then a YAML scalar (``true``, ``null``, ...); anything else stays a string."""
+    values, so ``1e-3`` is a float), then a YAML scalar (``true``, ``null``, ...); anything else stays a string.
+    Hand-written: it types the leaves of a structure Snakemake already parsed, in Snakemake's order (``nan`` is a
+    float, as Snakemake makes it at the top level), for which OmegaConf has no public function."""
     for parse in (int, float):
         try:
             return parse(text)

@@ -1,13 +1,24 @@
 """Write a filled :class:`~crucible.paper.table_cells.Table` as Markdown, LaTeX (booktabs), CSV (long, one row per
-cell with the CI and p-value) and HTML (for the Snakemake report); an empty table becomes a short note."""
+cell with the CI and p-value) and HTML (for the Snakemake report); an empty table becomes a short note.
+
+Markdown, LaTeX and HTML are one :class:`pandas.DataFrame` of display strings each (:func:`_frame`): the row labels
+as the first columns, then the value columns, under (group, label) headers when any column has a group. pandas lays
+them out: ``DataFrame.to_markdown`` (tabulate's pipe table), ``Styler.to_latex`` (booktabs rules, the groups as
+``\\multicolumn``, caption, label and float) and ``Styler.to_html`` (the groups as ``colspan``). What pandas does not
+know stays here: the text of a cell and its marks (bold best, ``*`` significant, its own n), LaTeX for the Unicode
+the labels use (↓, ±, δ, †, ...) and the ``\\cmidrule`` under a column group.
+"""
 
 from __future__ import annotations
 
 import html
+import itertools
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+from pandas.io.formats.style import Styler
 
 from ..atomic import write_text
 from .table_cells import ALPHA, Table, common_n, fmt_mean_std
@@ -61,28 +72,41 @@ def _display_rows(t: Table) -> list[list[str]]:
     return out
 
 
+def _grouped(t: Table) -> bool:
+    return any(g for g, _ in t.columns)
+
+
+def _frame(t: Table, text: Callable[[str], str], cell: Callable[[str, bool, bool, str], str],
+           head: Callable[[str, str], tuple[str, str] | str]) -> pd.DataFrame:
+    """The table as display strings: the row labels (``text``) as the first columns, then one column per value
+    column (``cell`` of :func:`_cell_text`); ``head(group, label)`` gives each column's header (the row-label
+    columns have the group "")."""
+    n_common = common_n(t)
+    rows = [[*map(text, labels), *(cell(*_cell_text(t, (r, c), n_common)) for c in range(len(t.columns)))]
+            for r, labels in enumerate(_display_rows(t))]
+    heads = [head("", name) for name in t.index_names] + [head(g, lbl) for g, lbl in t.columns]
+    columns = pd.MultiIndex.from_tuples(heads) if heads and isinstance(heads[0], tuple) else pd.Index(heads)
+    return pd.DataFrame(rows, columns=columns, dtype=object)
+
+
 # --- Markdown ---------------------------------------------------------------------------------------------
 
 
 def _md_escape(s: str) -> str:
-    return s.replace("|", "\\|")
+    return s.replace("|", "\\|")  # tabulate's pipe tables do not escape a pipe inside a cell
+
+
+def _md_cell(text: str, bold: bool, sig: bool, n_note: str) -> str:
+    return (f"**{text}**" if bold else text) + ("\\*" if sig else "") + (f" ({n_note})" if n_note else "")
 
 
 def to_markdown(t: Table) -> str:
     if t.empty:
         return f"### {t.title}\n\n_Not available in this run: {t.missing or 'no results'}._\n"
-    n_common = common_n(t)
-    heads = [*t.index_names, *[f"{g} / {lbl}" if g else lbl for g, lbl in t.columns]]
-    lines = ["| " + " | ".join(_md_escape(h) for h in heads) + " |",
-             "|" + "|".join([":--"] * len(t.index_names) + ["--:"] * len(t.columns)) + "|"]
-    for r, labels in enumerate(_display_rows(t)):
-        vals = []
-        for c in range(len(t.columns)):
-            text, bold, sig, n_note = _cell_text(t, (r, c), n_common)
-            text = f"**{text}**" if bold else text
-            vals.append(text + ("\\*" if sig else "") + (f" ({n_note})" if n_note else ""))
-        lines.append("| " + " | ".join([*(_md_escape(x) for x in labels), *vals]) + " |")
-    return f"### {t.title}\n\n" + "\n".join(lines) + f"\n\n{caption(t)}\n"
+    df = _frame(t, _md_escape, _md_cell, lambda g, lbl: _md_escape(f"{g} / {lbl}" if g else lbl))
+    align = ["left"] * len(t.index_names) + ["right"] * len(t.columns)
+    table = df.to_markdown(index=False, tablefmt="pipe", colalign=align, disable_numparse=True)
+    return f"### {t.title}\n\n{table}\n\n{caption(t)}\n"
 
 
 # --- LaTeX ------------------------------------------------------------------------------------------------
@@ -95,7 +119,8 @@ _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#
 
 
 def tex_escape(s: str) -> str:
-    """Plain text (with `code` spans) to LaTeX."""
+    """Plain text (with `code` spans) to LaTeX. Not Styler's ``escape="latex"``: that escapes only LaTeX's special
+    characters, and pdfLaTeX with T1 fonts has no glyph for the Unicode the labels use."""
     parts = s.split("`")
     return "".join(rf"\texttt{{{_tex_chars(p)}}}" if i % 2 else _tex_chars(p) for i, p in enumerate(parts))
 
@@ -113,50 +138,43 @@ def _tex_cell(text: str, bold: bool, sig: bool, n_note: str) -> str:
     return out + (rf" {{\scriptsize ({n_note})}}" if n_note else "")
 
 
-def _tex_header(t: Table) -> list[str]:
-    n_idx = len(t.index_names)
-    lines = []
-    if any(g for g, _ in t.columns):
-        spans, rules, col = [], [], n_idx + 1
-        i = 0
-        while i < len(t.columns):
-            g = t.columns[i][0]
-            j = i
-            while j + 1 < len(t.columns) and t.columns[j + 1][0] == g:
-                j += 1
-            width = j - i + 1
-            spans.append(rf"\multicolumn{{{width}}}{{c}}{{{tex_escape(g)}}}" if g else "")
-            if g:
-                rules.append(rf"\cmidrule(lr){{{col + i}-{col + j}}}")
-            i = j + 1
-        lines.append(" & ".join([""] * n_idx + spans) + r" \\")
-        lines.append(" ".join(rules))
-    lines.append(" & ".join([tex_escape(x) for x in t.index_names] + [tex_escape(lbl) for _, lbl in t.columns])
-                 + r" \\")
-    return lines
+def _cmidrules(t: Table) -> str:
+    """``\\cmidrule(lr){a-b}`` under each run of columns of one non-empty group (booktabs; Styler draws none)."""
+    rules, col = [], len(t.index_names) + 1
+    for group, run in itertools.groupby(t.columns, key=lambda gl: gl[0]):
+        width = len(list(run))
+        if group:
+            rules.append(rf"\cmidrule(lr){{{col}-{col + width - 1}}}")
+        col += width
+    return " ".join(rules)
 
 
 def to_latex(t: Table) -> str:
     if t.empty:
         return (rf"\paragraph{{{tex_escape(t.title)}}} \emph{{Not available in this run: "
                 rf"{tex_escape(t.missing or 'no results')}.}}" + "\n")
-    n_common = common_n(t)
-    body = [r"\begin{table}[tbp]", r"\centering", rf"\caption{{{tex_escape(caption(t))}}}",
-            rf"\label{{tab:{t.name}}}", r"\small"]
+    grouped = _grouped(t)
+    df = _frame(t, tex_escape, _tex_cell,
+                lambda g, lbl: (tex_escape(g), tex_escape(lbl)) if grouped else tex_escape(lbl))
+    # booktabs rules Styler does not draw (the \cmidrule under the column groups, a \midrule before each new group
+    # of the first index column) must start their row: they lead the first cell of the row after them
+    if grouped:
+        heads = list(df.columns)
+        heads[0] = (heads[0][0], f"{_cmidrules(t)}\n{heads[0][1]}")
+        df.columns = pd.MultiIndex.from_tuples(heads)
+    if len(t.index_names) > 1:
+        first = df.iloc[1:, 0]
+        df.iloc[1:, 0] = first.where(first == "", r"\midrule" + "\n" + first)
     wide = len(t.columns) + len(t.index_names) > 7
+    # table styles other than Styler's own become one ``\<selector><value>`` line each before the tabular, in order
+    # (pandas' Styler.to_latex documentation), the label among them
+    styles = [{"selector": "label", "props": f":{{tab§{t.name}}}"}, {"selector": "small", "props": ":"}]
     if wide:
-        body.append(r"\resizebox{\linewidth}{!}{%")
-    body.append(r"\begin{tabular}{" + "l" * len(t.index_names) + "r" * len(t.columns) + "}")
-    body.append(r"\toprule")
-    body += _tex_header(t)
-    body.append(r"\midrule")
-    for r, labels in enumerate(_display_rows(t)):
-        if r and labels[0] and len(t.index_names) > 1:
-            body.append(r"\midrule")  # a new group of the first index column
-        vals = [_tex_cell(*_cell_text(t, (r, c), n_common)) for c in range(len(t.columns))]
-        body.append(" & ".join([tex_escape(x) for x in labels] + vals) + r" \\")
-    body += [r"\bottomrule", r"\end{tabular}" + ("}" if wide else ""), r"\end{table}"]
-    return "\n".join(body) + "\n"
+        styles.append({"selector": "resizebox", "props": r":{\linewidth}{!}{%"})
+    out = Styler(df).hide(axis="index").set_table_styles(styles).to_latex(
+        column_format="l" * len(t.index_names) + "r" * len(t.columns), position="tbp", position_float="centering",
+        hrules=True, caption=tex_escape(caption(t)), environment="table", multicol_align="c", sparse_columns=True)
+    return out.replace("\\end{tabular}\n", "\\end{tabular}}\n") if wide else out  # closes the \resizebox
 
 
 # --- CSV and HTML -----------------------------------------------------------------------------------------
@@ -183,26 +201,29 @@ def to_csv(t: Table) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*row_cols, *_CSV_COLUMNS])
 
 
+_PAGE_STYLE = "<style>body{font-family:sans-serif;font-size:13px}</style>"
+
+
+def _html_cell(text: str, bold: bool, sig: bool, n_note: str) -> str:
+    text = html.escape(text) + ("*" if sig else "") + (f" <small>({n_note})</small>" if n_note else "")
+    return f"<b>{text}</b>" if bold else text
+
+
 def to_html(t: Table) -> str:
-    style = ("<style>body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"
-             "td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}"
-             "td.l,th.l{text-align:left}</style>")
     if t.empty:
-        return f"{style}<h3>{html.escape(t.title)}</h3><p><em>Not available in this run: " \
+        return f"{_PAGE_STYLE}<h3>{html.escape(t.title)}</h3><p><em>Not available in this run: " \
                f"{html.escape(t.missing or 'no results')}.</em></p>\n"
-    n_common = common_n(t)
-    head = "".join(f'<th class="l">{html.escape(x)}</th>' for x in t.index_names)
-    head += "".join(f"<th>{html.escape(f'{g} / {lbl}' if g else lbl)}</th>" for g, lbl in t.columns)
-    rows = []
-    for r, labels in enumerate(_display_rows(t)):
-        tds = "".join(f'<td class="l">{html.escape(x)}</td>' for x in labels)
-        for c in range(len(t.columns)):
-            text, bold, sig, n_note = _cell_text(t, (r, c), n_common)
-            text = html.escape(text) + ("*" if sig else "") + (f" <small>({n_note})</small>" if n_note else "")
-            tds += f"<td>{'<b>' + text + '</b>' if bold else text}</td>"
-        rows.append(f"<tr>{tds}</tr>")
-    return (f"{style}<h3>{html.escape(t.title)}</h3><table><tr>{head}</tr>{''.join(rows)}</table>"
-            f"<p>{html.escape(caption(t))}</p>\n")
+    grouped = _grouped(t)
+    df = _frame(t, html.escape, _html_cell, lambda g, lbl: (g, lbl) if grouped else lbl)
+    left = ", ".join(f".col{i}" for i in range(len(t.index_names)))  # the row-label columns, headers included
+    styles = [{"selector": "", "props": "border-collapse: collapse"},
+              {"selector": "td, th", "props": "padding: 3px 8px; border-bottom: 1px solid #ddd; text-align: right"},
+              {"selector": "th.level0", "props": "text-align: center"} if grouped else None,
+              {"selector": left, "props": "text-align: left"} if left else None,
+              {"selector": "caption", "props": "caption-side: bottom; text-align: left"}]
+    styler = (Styler(df, uuid=t.name, cell_ids=False).hide(axis="index").format_index(escape="html", axis=1)
+              .set_table_styles([s for s in styles if s]).set_caption(html.escape(caption(t))))
+    return f"{_PAGE_STYLE}<h3>{html.escape(t.title)}</h3>\n{styler.to_html()}"
 
 
 def write_table(t: Table, out_dir: Path) -> list[Path]:
