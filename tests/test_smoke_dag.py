@@ -1,6 +1,7 @@
 """End to end: the smoke profile's whole Snakemake DAG, its dataset against the stored reference, DVC offline."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -201,3 +202,67 @@ def test_report_holds_every_declared_figure_and_table(smoke_dag, tmp_path):
     assert {"render_dataset", "tensors", "cam_train", "scvar_train", "judge_fit", "aggregate"} <= set(runtime.index)
     assert runtime.loc["cam_train", "jobs"] >= 5 and (runtime["wall_s_total"] > 0).all()
     assert runtime.loc["all rules", "jobs"] == runtime.drop("all rules")["jobs"].sum()
+
+
+def test_dvc_experiment_reruns_only_the_changed_variant(smoke_dag, tmp_path):
+    """README "Experiments with DVC" on the smoke profile: `dvc exp run -S` on the stage's params file adds a
+    variant, DVC reruns the stage because a param changed, Snakemake runs that variant's jobs and the summaries
+    (no render, no other training), and `dvc exp show` lists the params and the headline numbers only."""
+    import json
+
+    import yaml
+
+    work = tmp_path / "tree"
+    work.mkdir()
+    _copy_tree(work)
+    shutil.copytree(ROOT / ".dvc", work / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp", "plots"))
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["reproduce"]
+    smoke = {  # the project's stage, pointed at the smoke profile (config/smoke.yaml is merged over tiny.yaml)
+        "cmd": stage["cmd"] + " --configfile config/smoke.yaml",
+        "deps": [d for d in stage["deps"] if d != "src/crucible"],  # the code is the installed package here
+        "params": [*stage["params"], {"config/smoke.yaml": None}],
+        "outs": [{"results/smoke/paper/tables": {"cache": False, "persist": True}},
+                 {"results/smoke/metrics.json": {"persist": True}}],
+        "metrics": [{"results/smoke/paper/metrics.json": {"cache": False, "persist": True}}],
+    }
+    (work / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"reproduce": smoke}}, sort_keys=False))
+    (work / ".gitignore").write_text("/data/\n/logs/\n/benchmarks/\n/.snakemake/\n/results/*\n!/results/smoke/\n"
+                                     "/results/smoke/*\n!/results/smoke/paper/\n/results/smoke/paper/*\n"
+                                     "!/results/smoke/paper/metrics.json\n")
+
+    def sh(*cmd, timeout=300):
+        r = subprocess.run(cmd, cwd=work, env={**ENV, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
+                                               "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"},
+                           capture_output=True, text=True, timeout=timeout)
+        assert r.returncode == 0, f"{cmd}: {r.stdout[-3000:]}{r.stderr[-3000:]}"
+        return r.stdout + r.stderr
+
+    sh("git", "init", "-q")
+    sh("dvc", "commit", "-f", "-q")  # the finished smoke run, recorded as the stage's state (dvc.lock)
+    sh("git", "add", "-A")
+    sh("git", "commit", "-qm", "smoke run")
+    assert "didn't change" in sh("dvc", "repro", "--dry")
+
+    out = sh("dvc", "exp", "run", "-S", "config/smoke.yaml:+scvar.variants.ecfm_k5={variant: ecfm, ecfm_interval: 5}",
+             timeout=1200)
+    parts = re.split(r"^(?:local)?rule (\w+):$", out, flags=re.M)  # [before, rule, its block, rule, block, ...]
+    ran = [(rule, (re.findall(r"^\s+wildcards: (.*)$", block, flags=re.M) or [""])[0])
+           for rule, block in zip(parts[1::2], parts[2::2], strict=True)]
+    jobs = {rule for rule, _ in ran}
+    assert "scvar_train" in jobs, out[-3000:]
+    per_variant = [w for rule, w in ran if rule in ("scvar_train", "scvar_sample", "scvar_eval")]
+    assert all("variant=ecfm_k5" in w for w in per_variant), ran
+    assert not jobs & {"render_dataset", "tensors", "cam_train", "tokenizer_train", "judge_fit"}, jobs
+    assert (work / "results/smoke/scvar/ecfm_k5/seed0/eval.json").is_file()
+
+    diff = json.loads(sh("dvc", "params", "diff", "HEAD", "--json"))  # the applied experiment vs the smoke run
+    assert diff["config/smoke.yaml"]["scvar.variants.ecfm_k5.ecfm_interval"]["new"] == 5
+    shown = json.loads(sh("dvc", "exp", "show", "--json"))
+    cols = set()
+    for rev in shown:
+        for exp in [rev, *[e for e in rev.get("experiments") or [] for e in e.get("revs", [])]]:
+            for src in (exp.get("data") or {}).get("metrics", {}):
+                cols.add(src)
+    assert cols == {"results/smoke/paper/metrics.json"}, cols  # the headline numbers only, no baseline
+    headline = json.loads((work / "results/smoke/paper/metrics.json").read_text())
+    assert "ecfm_k5" in headline["scvar"] and set(headline["scvar"]["ecfm_k5"]) == {"ctrl_depth_rmse_m", "fid_judge"}

@@ -1,5 +1,6 @@
-# Stage: what DVC reads (dvc.yaml): flat metrics.json and plot CSVs of the aggregated results, and the page
-# template that lets `dvc plots show` render offline. The stored baselines (evaluation/baselines/) are never
+# Stage: what DVC reads (dvc.yaml): flat metrics.json, plot CSVs and the headline numbers (paper/metrics.json for
+# the default profile: the metrics of dvc.yaml's stage, one `dvc exp show` column each) of the aggregated results,
+# and the page template that lets `dvc plots show` render offline. The stored baselines (evaluation/baselines/) are never
 # written by the DAG: they are updated by hand, on purpose (README, "Comparing with the stored baselines").
 
 
@@ -10,6 +11,7 @@ rule dvc_metrics:
     output:
         metrics=f"{RESULTS}/metrics.json",
         plots=directory(f"{RESULTS}/plots"),
+        headline=f"{PAPER}/metrics.json",
     log:
         f"logs/{PROFILE}/dvc_metrics.log",
     benchmark:
@@ -23,7 +25,7 @@ rule dvc_metrics:
         runtime=5,
     shell:
         "crucible metrics export --results {params.results} --metrics {output.metrics} --plots {output.plots}"
-        " 2> {log}"
+        " --headline {output.headline} 2> {log}"
 
 
 rule dvc_plots_template:

@@ -188,8 +188,10 @@ def _cmd_baseline_update(args) -> None:
 def _cmd_metrics_export(args) -> None:
     from .dvc_export import write_dvc_files
 
-    flat = write_dvc_files(Path(args.results), Path(args.metrics), Path(args.plots))
-    print(f"{len(flat)} metrics in {args.metrics}; plot tables in {args.plots}/")
+    flat = write_dvc_files(Path(args.results), Path(args.metrics), Path(args.plots),
+                           Path(args.headline) if args.headline else None)
+    print(f"{len(flat)} metrics in {args.metrics}; plot tables in {args.plots}/"
+          + (f"; headline numbers in {args.headline}" if args.headline else ""))
 
 
 def _cmd_metrics_template(args) -> None:
@@ -226,6 +228,7 @@ def add_compare_verbs(sub) -> None:
     sp.add_argument("--results", required=True, help="results folder holding summary.csv")
     sp.add_argument("--metrics", required=True, help="output JSON")
     sp.add_argument("--plots", required=True, help="output folder of plot CSVs")
+    sp.add_argument("--headline", help="output JSON of the headline numbers (the columns of `dvc exp show`)")
     sp.set_defaults(func=_cmd_metrics_export)
     sp = msub.add_parser("html-template", help="page template with vega inline, for offline `dvc plots show`")
     sp.add_argument("--out", required=True)

@@ -1,9 +1,12 @@
 """What DVC reads from a results folder (docs/design.md §7): ``metrics.json`` for ``dvc metrics show/diff``,
-tidy CSVs under ``plots/`` for ``dvc plots show/diff``, and an HTML page template that carries the vega
-libraries inline, so the plots render with no network (DVC's default page loads them from a CDN).
+tidy CSVs under ``plots/`` for ``dvc plots show/diff``, the headline numbers ``dvc exp show`` lists as
+columns, and an HTML page template that carries the vega libraries inline, so the plots render with no network
+(DVC's default page loads them from a CDN).
 
 ``metrics.json`` is one flat mapping ``stage/variant[/condition]/metric[@backbone][/n=N] -> mean`` built from
-``summary.csv``: ``dvc metrics diff`` then lists each changed number on its own line.
+``summary.csv`` (every number: ``dvc metrics diff --targets results/tiny/metrics.json`` lists each changed one
+on its own line). The headline file is nested, ``{stage: {variant: {metric: mean}}}``, and small: the
+numbers the README's results section argues from, one column each in ``dvc exp show``.
 """
 
 from __future__ import annotations
@@ -17,10 +20,19 @@ import pandas as pd
 from ...atomic import write_text
 from .compare import read_summary
 
-__all__ = ["metric_key", "flat_metrics", "plot_tables", "write_dvc_files", "offline_html_template"]
+__all__ = ["metric_key", "flat_metrics", "headline_metrics", "plot_tables", "write_dvc_files",
+           "offline_html_template"]
 
-# the vega libraries snakemake ships for its reports (an installed dependency: nothing is downloaded)
-VEGA_ASSETS = ("vega/vega.js", "vega-lite/vega-lite.js", "vega-embed/vega-embed.js")
+# (stage, condition, metric, backbone, headline name) of the headline numbers; "*" is every variant of the stage.
+# SCVAR is read from ground-truth depth (condition "none" for uncond, which has no condition).
+HEADLINE = (
+    ("cam", "mean_seen", "depth_rmse", "-", "depth_rmse_seen_m"),
+    ("scvar", ("gt_depth", "none"), "ctrl_depth_rmse", "judge-depth", "ctrl_depth_rmse_m"),
+    ("scvar", ("gt_depth", "none"), "fid", "judge-encoder", "fid_judge"),
+    ("tokenizer", "-", "psnr", "-", "psnr_db"),
+    ("tokenizer", "-", "saturation_ratio", "-", "saturation_ratio"),
+    ("tokenizer", "-", "recon_fid", "judge-encoder", "recon_fid_judge"),
+)
 
 
 def metric_key(row) -> str:
@@ -42,6 +54,20 @@ def flat_metrics(summary: pd.DataFrame) -> dict[str, float | None]:
         v = float(row["mean"])
         out[metric_key(row)] = v if math.isfinite(v) else None
     return dict(sorted(out.items()))
+
+
+def headline_metrics(summary: pd.DataFrame) -> dict[str, dict[str, dict[str, float | None]]]:
+    """The few numbers ``dvc exp show`` lists (:data:`HEADLINE`): ``{stage: {variant: {name: mean}}}``."""
+    out: dict = {}
+    for stage, condition, metric, backbone, name in HEADLINE:
+        conditions = condition if isinstance(condition, tuple) else (condition,)
+        sel = summary[(summary["stage"] == stage) & summary["condition"].isin(conditions)
+                      & (summary["metric"] == metric) & (summary["backbone"] == backbone)
+                      & (summary["n_train"] == "-")]
+        for _, row in sel.sort_values("variant").iterrows():
+            v = float(row["mean"])
+            out.setdefault(stage, {}).setdefault(row["variant"], {})[name] = v if math.isfinite(v) else None
+    return out
 
 
 def _loss_table(results: Path, pattern: str, series) -> pd.DataFrame:
@@ -79,11 +105,14 @@ def plot_tables(results: Path, summary: pd.DataFrame | None = None) -> dict[str,
     return tables
 
 
-def write_dvc_files(results: Path, metrics: Path, plots: Path) -> dict[str, float | None]:
-    """Write ``metrics`` (flat JSON) and the CSVs of :func:`plot_tables` into the folder ``plots``."""
+def write_dvc_files(results: Path, metrics: Path, plots: Path, headline: Path | None = None) -> dict[str, float | None]:
+    """Write ``metrics`` (flat JSON), the CSVs of :func:`plot_tables` into the folder ``plots`` and, if given,
+    ``headline`` (:func:`headline_metrics`)."""
     summary = read_summary(results)
     flat = flat_metrics(summary)
     write_text(json.dumps(flat, indent=1) + "\n", Path(metrics))
+    if headline is not None:
+        write_text(json.dumps(headline_metrics(summary), indent=1) + "\n", Path(headline))
     for name, table in plot_tables(results, summary).items():
         write_text(table.to_csv(index=False), Path(plots) / name)
     return flat
@@ -92,25 +121,20 @@ def write_dvc_files(results: Path, metrics: Path, plots: Path) -> dict[str, floa
 def offline_html_template(out: Path) -> Path:
     """An HTML page template for ``dvc plots show --html-template`` with vega, vega-lite and vega-embed inline.
 
-    DVC fills ``{plot_divs}`` (and ``{refresh_tag}``); its ``{scripts}`` placeholder, which loads the libraries
-    from a CDN, is deliberately absent.
+    The libraries come bundled from the installed ``vl-convert-python`` package (``vl_convert.javascript_bundle``,
+    maintained by the Vega project: nothing is downloaded), as one classic script that defines ``vegaEmbed``
+    globally, which DVC's plot divs call. DVC fills ``{plot_divs}`` (and ``{refresh_tag}``); its ``{scripts}``
+    placeholder, which loads the libraries from a CDN, is deliberately absent.
     """
-    from importlib.resources import files
+    import vl_convert
 
-    base = files("snakemake") / "assets" / "data"
-    scripts = []
-    for rel in VEGA_ASSETS:
-        src = base.joinpath(*rel.split("/"))
-        if not src.is_file():
-            raise FileNotFoundError(f"{rel} is not in the installed snakemake package ({base}); "
-                                    "`dvc plots show --json` gives the plot specs without any page")
-        js = src.read_text(encoding="utf-8")
-        if "</script" in js:  # would end the inline <script> element early
-            js = js.replace("</script", "<\\/script")
-        scripts.append(f"<script>/* {rel}, from the installed snakemake package */\n{js}\n</script>")
+    js = vl_convert.javascript_bundle()
+    if "</script" in js:  # would end the inline <script> element early
+        js = js.replace("</script", "<\\/script")
     page = "\n".join([
         "<!DOCTYPE html>", "<html>", "<head>", '<meta charset="utf-8">', "{refresh_tag}",
-        "<title>CRUCIBLE-bench plots (offline)</title>", *scripts,
+        "<title>CRUCIBLE-bench plots (offline)</title>",
+        f"<script>/* vega-embed, vega-lite and vega: vl_convert.javascript_bundle() */\n{js}\n</script>",
         "<style>body { font-family: sans-serif; } div[id] { margin: 1em; display: inline-block; }</style>",
         "</head>", "<body>", "{plot_divs}", "</body>", "</html>", "",
     ])
