@@ -3,6 +3,12 @@
 ``data.dvc`` pins the default (tiny) dataset this way; ``evaluation/datasets/<profile>.yaml`` records
 other profiles' hashes in the same format. The hashes are exact for the machine (CPU instruction set) that
 rendered the data; a render elsewhere is checked within tolerances instead (``crucible data compare``).
+
+The hash comes from ``dvc_data.hashfile.build``, the function ``dvc add`` itself calls, rather than from
+``dvc add --no-commit``: the command needs a DVC repository and writes ``<target>.dvc`` beside its target,
+inside the git-ignored ``data/`` folder, while these pointers live at the root (``data.dvc``) and under
+``evaluation/datasets/`` (other profiles, not tracked by DVC). ``tests/test_data_compare.py`` checks the two
+agree: a folder ``dvc add``-ed, pushed and pulled back has the md5 :func:`dvc_dir_hash` computes.
 """
 
 from __future__ import annotations
