@@ -15,10 +15,11 @@ export OMP_NUM_THREADS ?= 2
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
-	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version}"'
+# the exact pins of constraints.txt (what the README's numbers were measured with) within pyproject's ranges
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; assert (3, 11) <= sys.version_info[:2] <= (3, 12), f"Python 3.11 or 3.12 is required, found {sys.version}"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $@
 
 reproduce: $(STAMP)
