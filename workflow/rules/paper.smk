@@ -70,6 +70,7 @@ rule paper_tables:
 rule paper_figure_hotplug:
     input:
         summary=rules.aggregate.output.summary,
+        paired=rules.aggregate.output.paired,  # the per-n difference E_new - scratch and its Holm p
         tolerances="evaluation/tolerances.yaml",  # each metric's better side: bold marks, arrows
     output:
         png=report(
@@ -161,6 +162,8 @@ rule paper_figure_qualitative:
         samples=expand(f"{SCVAR_DIR}/{{variant}}/seed{SEEDS[0]}/samples.safetensors", variant=SCVAR_VARIANTS),
         cams=list(cam_aligners(SimpleNamespace(seed=SEEDS[0])).values()),
         tensors=f"{RESULTS}/tensors/test.safetensors",
+        # each sample's control error under it; read from <results>/judges/ (paper.qualitative_figure.judge_path)
+        judge=f"{RESULTS}/judges/depth.safetensors",
     output:
         png=report(
             f"{PAPER}/figures/qualitative.png",
