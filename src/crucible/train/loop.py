@@ -2,10 +2,11 @@
 
 Readable top to bottom: for each step, seed the global RNG from (seed, step), ask the trainer's
 ``loss_fn(step)`` for the loss of that step's batch (the batch is a pure function of the step too),
-refuse a non-finite loss, step AdamW, log a CSV row, and every ``ckpt_every`` steps write a resumable
-checkpoint. Because nothing depends on history except the weights and optimizer moments, a run
-killed at any point and started again ends bit-identical to an uninterrupted one on CPU: the step is
-the whole RNG and data-order state, so a checkpoint holds weights, AdamW moments and the step.
+refuse a non-finite loss, step AdamW and the learning-rate schedule, log a CSV row, and every
+``ckpt_every`` steps write a resumable checkpoint. Because nothing depends on history except the weights
+and optimizer moments, a run killed at any point and started again ends bit-identical to an uninterrupted
+one on CPU: the step is the whole RNG and data-order state, so a checkpoint holds weights, AdamW moments
+and the step. The schedule is torch's ``LambdaLR`` of a closed form in the step, so the step positions it.
 
 The checkpoint ``last-<config hash>.*`` and its loss log ``last-<config hash>.csv`` are no rule's
 outputs, so Snakemake's removal of an interrupted job's outputs leaves them, and the rerun resumes;
@@ -22,10 +23,12 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.optim.lr_scheduler import LambdaLR
 
 from ..config import config_hash
 from ..errors import InputError
@@ -42,7 +45,8 @@ from .distributed import (
     training_device,
 )
 
-__all__ = ["LoopConfig", "NonFiniteLossError", "step_seed", "run_training", "shard", "training_device"]
+__all__ = ["LoopConfig", "NonFiniteLossError", "step_seed", "lr_factor", "lr_scheduler", "run_training", "shard",
+           "training_device"]
 
 
 @dataclass
@@ -66,11 +70,26 @@ def step_seed(seed: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
 
 
-def _lr(cfg: LoopConfig, step: int) -> float:
+def lr_factor(cfg: LoopConfig, step: int) -> float:
+    """The learning rate of ``step`` as a multiple of a group's base rate: linear warm-up over ``cfg.warmup``
+    steps, then cosine decay to ``cfg.lr_min_ratio``."""
     if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
+        return (step + 1) / cfg.warmup
     t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+    return cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+def lr_scheduler(opt: torch.optim.Optimizer, cfg: LoopConfig, start: int = 0) -> LambdaLR:
+    """``LambdaLR`` of :func:`lr_factor`, positioned at ``start`` (the group rates are set for that step).
+
+    Each group's base rate is ``cfg.lr`` times its ``lr_scale`` (absent in checkpoints before groups), so the
+    floor ``lr_min_ratio`` scales with the group too; torch's ``CosineAnnealingLR`` has one absolute
+    ``eta_min`` for all groups and updates recursively, and so cannot (tests/test_library_equivalence.py).
+    The factor is closed-form in the step, so a resumed run rebuilds the scheduler from the config and the
+    step: the checkpoint needs no scheduler state."""
+    for g in opt.param_groups:
+        g["initial_lr"] = cfg.lr * g.get("lr_scale", 1.0)
+    return LambdaLR(opt, partial(lr_factor, cfg), last_epoch=start - 1)
 
 
 def _open_log(path: Path, resume_bytes: int | None):
@@ -124,6 +143,7 @@ def run_training(
         start, seconds, log_bytes = ck["step"] + 1, ck["seconds"], ck.get("log_bytes")
         if is_main():
             print(f"{desc}: resuming from {last}.safetensors at step {start}", file=sys.stderr)
+    schedule = lr_scheduler(opt, cfg, start)
     broadcast_state(model)  # every rank starts from rank 0's weights
     log, new_log = _open_log(log_path, log_bytes) if is_main() else (None, False)
     writer = None
@@ -133,8 +153,6 @@ def run_training(
         for step in bar:
             torch.manual_seed(step_seed(seed, step))
             begin_step(seed, step)
-            for g in opt.param_groups:
-                g["lr"] = _lr(cfg, step) * g.get("lr_scale", 1.0)  # (absent in checkpoints before groups)
             loss, parts = loss_fn(step)
             loss_value, *part_values = mean_over_ranks([float(loss.detach()), *parts.values()])
             parts = dict(zip(parts, part_values, strict=True))
@@ -163,6 +181,7 @@ def run_training(
                 save_checkpoint(last, model, {**meta, "step": step, "seconds": elapsed, "world_size": world,
                                               "log_bytes": log_path.stat().st_size if log is not None else None,
                                               "loop": asdict(cfg)}, optimizer=opt)
+            schedule.step()  # the rates of step + 1
     finally:
         if log is not None:
             log.close()

@@ -97,7 +97,11 @@ def confusion_matrix(pred_ids, ref_ids, n_classes: int) -> torch.Tensor:
 
 def miou_from_confusion(cm: torch.Tensor) -> float:
     """Mean IoU over classes present in the reference or the prediction; classes absent from both are
-    ignored."""
+    ignored.
+
+    The definition of torchmetrics' macro multiclass Jaccard index, computed in float64 where torchmetrics
+    reduces in float32 (and, under deterministic algorithms, builds its confusion matrix from a pixels x bins
+    comparison); tests/test_library_equivalence.py cross-checks the two."""
     cm = cm.double()
     tp = cm.diagonal()
     union = cm.sum(dim=0) + cm.sum(dim=1) - tp

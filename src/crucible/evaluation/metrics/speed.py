@@ -3,6 +3,10 @@
 The paper claims the skip interval k cuts the conditioning compute by up to (k-1)/k; this file measures it.
 Latency uses CUDA events on a GPU (``torch.cuda.Event``, synchronised per repeat) and ``time.perf_counter`` on
 CPU; FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add counts as 2 FLOPs).
+``torch.utils.benchmark.Timer`` does not fit ``benchmark``'s contract (``repeats`` single-call latencies after
+``warmup`` untimed calls, at the process's thread count): its ``timeit`` adds two hidden warm-up calls to every
+measurement, it runs at one thread by default, and ``blocked_autorange`` picks its own block size and number of
+replicates (tests/test_library_equivalence.py).
 """
 
 from __future__ import annotations
