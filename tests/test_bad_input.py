@@ -324,8 +324,8 @@ def test_empty_summary_is_named_by_compare(tmp_path, capsys):
     for folder in (baseline, results):
         folder.mkdir()
         (folder / "summary.csv").write_text("")
-    err = _cli_error(capsys, ["compare", str(results), "--baseline", str(baseline), "--tolerances",
-                              str(ROOT / "evaluation" / "tolerances.yaml"), "--out-dir", str(tmp_path / "cmp")])
+    err = _cli_error(capsys, ["compare", "--results", str(results), "--baseline", str(baseline), "--tolerances",
+                              str(ROOT / "evaluation" / "tolerances.yaml"), "--out", str(tmp_path / "cmp")])
     assert f"{baseline / 'summary.csv'}: empty or unreadable summary table" in err and "crucible aggregate" in err
 
 

@@ -74,7 +74,7 @@ def imported(tmp_path_factory):
 
 @pytest.mark.parametrize("where", ["none", "global", "verb"])
 def test_quiet_silences_packing_progress(imported, capsys, where):
-    argv = ["data", "tensors", "--data", str(imported / "data"), "--out-dir", str(imported / f"t-{where}"),
+    argv = ["data", "tensors", "--data", str(imported / "data"), "--out", str(imported / f"t-{where}"),
             "--splits", "train"]
     argv = {"none": argv, "global": ["--quiet", *argv], "verb": [*argv, "--quiet"]}[where]
     capsys.readouterr()
@@ -91,7 +91,7 @@ def test_quiet_silences_packing_progress(imported, capsys, where):
 
 
 def test_quiet_is_not_left_on_after_a_failing_verb(tmp_path, capsys):
-    assert main(["--quiet", "data", "tensors", "--data", str(tmp_path / "missing"), "--out-dir",
+    assert main(["--quiet", "data", "tensors", "--data", str(tmp_path / "missing"), "--out",
                  str(tmp_path / "t")]) == 2
     assert "missing" in capsys.readouterr().err
     assert not progress_mod._silenced

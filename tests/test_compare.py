@@ -55,7 +55,7 @@ def scale_row(key: str, factor: float):
 
 
 def compare(base, new, *extra):
-    return run("compare", str(new), "--baseline", str(base), "--tolerances", str(TOLERANCES), *extra)
+    return run("compare", "--results", str(new), "--baseline", str(base), "--tolerances", str(TOLERANCES), *extra)
 
 
 def table(new: Path) -> pd.DataFrame:

@@ -67,7 +67,7 @@ def test_cli_import_and_tensors_without_val(tmp_path, capsys):
                  str(ROOT / "config"), "--config", str(ROOT / "config" / "tiny.yaml")]) == 0
     assert "imported 2 scenes" in capsys.readouterr().out
     # no val split: packing takes the splits the data has (no stage of the DAG reads val)
-    assert main(["data", "tensors", "--data", str(tmp_path / "o"), "--out-dir", str(tmp_path / "t"), "--quiet"]) == 0
+    assert main(["data", "tensors", "--data", str(tmp_path / "o"), "--out", str(tmp_path / "t"), "--quiet"]) == 0
     assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["test.safetensors", "train.safetensors"]
 
 

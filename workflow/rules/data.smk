@@ -70,4 +70,4 @@ rule tensors:
         mem_mb=4000,
         runtime=30,
     shell:
-        "crucible data tensors --data {input} --out-dir {params.out} 2> {log}"
+        "crucible data tensors --data {input} --out {params.out} 2> {log}"

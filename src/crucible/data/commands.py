@@ -67,7 +67,7 @@ def _cmd_data_tensors(args) -> None:
     from .tensors import pack_split
 
     for split in args.splits or list(Manifest(Path(args.data)).data["splits"]):  # default: every split there is
-        pack_split(Path(args.data), split, Path(args.out_dir) / f"{split}.safetensors", progress=not args.quiet)
+        pack_split(Path(args.data), split, Path(args.out) / f"{split}.safetensors", progress=not args.quiet)
 
 
 def add_data_verbs(sub, verb) -> None:
@@ -100,7 +100,7 @@ def add_data_verbs(sub, verb) -> None:
 
     sp = data.add_parser("tensors", help="pack splits into safetensors files for fast training")
     sp.add_argument("--data", required=True)
-    sp.add_argument("--out-dir", required=True)
+    sp.add_argument("--out", required=True, help="output folder: one <split>.safetensors per split")
     sp.add_argument("--splits", nargs="+", help="default: every split of the dataset (val is optional)")
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=_cmd_data_tensors)

@@ -153,7 +153,7 @@ def _cmd_compare(args) -> None:
     failing = cmp["fails"] | ((cmp["verdict"] == "missing") if args.strict else False)
     failed = cmp[failing]
     meta = _meta(results, baseline, profile, tol_path)
-    out_dir = Path(args.out_dir) if args.out_dir else results
+    out_dir = Path(args.out) if args.out else results
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(render_markdown(cmp, overview, meta, failed), out_dir / "comparison.md")
     write_text(cmp.to_csv(index=False), out_dir / "comparison.csv")
@@ -203,10 +203,10 @@ def _cmd_metrics_template(args) -> None:
 def add_compare_verbs(sub) -> None:
     """Register ``compare``, ``baseline update`` and ``metrics export|html-template`` on the CLI's subparsers."""
     sp = sub.add_parser("compare", help="new results vs the stored baseline, per metric and variant, with tolerances")
-    sp.add_argument("results", nargs="?", help="results folder or its summary.csv (default: results/<profile>)")
+    sp.add_argument("--results", help="results folder or its summary.csv (default: results/<profile>)")
     sp.add_argument("--baseline", help="stored baseline folder (default: evaluation/baselines/<results' profile>)")
     sp.add_argument("--tolerances", default=str(TOLERANCES), help="per-metric directions and tolerances")
-    sp.add_argument("--out-dir", help="where comparison.md and comparison.csv go (default: the results folder)")
+    sp.add_argument("--out", help="folder for comparison.md and comparison.csv (default: the results folder)")
     sp.add_argument("--show", choices=list(_SHOW), default="moved", help="rows of the terminal table (default: "
                     "the ones not within tolerance; the files always hold all)")
     sp.add_argument("--strict", action="store_true", help="a row missing from the new results fails too")
