@@ -21,6 +21,7 @@ include: "workflow/rules/scvar.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/validity.smk"
 include: "workflow/rules/paper.smk"
+include: "workflow/rules/sample_count.smk"
 include: "workflow/rules/metrics.smk"
 
 
@@ -35,6 +36,7 @@ DAG_RESULTS = [
     *VALIDITY_RESULTS,
     f"{RESULTS}/summary.csv",
     *PAPER_RESULTS,
+    *SAMPLE_COUNT_RESULTS,
     f"{RESULTS}/metrics.json",
 ]
 

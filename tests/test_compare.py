@@ -247,3 +247,28 @@ def test_metrics_json_has_one_key_per_summary_row_and_plots_render_offline(smoke
     page = offline_html_template(tmp_path / "offline.html").read_text()
     assert "{plot_divs}" in page and "{scripts}" not in page and "<script src" not in page
     assert page.count("<script>") == 1 and "window.vegaEmbed=" in page and "window.vegaLite=" in page
+
+
+def test_results_newer_than_the_summary_are_refused_unless_never_aggregated(tmp_path):
+    """`baseline update` refuses a results folder whose aggregated result files are newer than summary.csv, and
+    accepts one whose only newer file is the sample-count curves, which the aggregate rule does not read."""
+    import os
+
+    from crucible.errors import InputError
+    from crucible.evaluation.results.baseline import check_results
+
+    results = tmp_path / "smoke"
+    shutil.copytree(STORED / "smoke", results)
+    doc = json.dumps({"provenance": {}, "rows": []})
+    later = (results / "summary.csv").stat().st_mtime + 60
+    for rel, refused in (("cam/full/seed0/eval.json", True), ("sample_count/eval.json", False)):
+        path = results / rel
+        path.parent.mkdir(parents=True)
+        path.write_text(doc)
+        os.utime(path, (later, later))
+        if refused:
+            with pytest.raises(InputError, match="older than some result files"):
+                check_results(results, "smoke")
+            path.unlink()
+        else:
+            assert check_results(results, "smoke")["profile"] == "smoke"

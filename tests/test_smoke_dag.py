@@ -134,8 +134,9 @@ def test_config_only_ablation_is_compared_beside_the_stored_baseline(smoke_dag, 
                        cwd=work, env=ENV, capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stderr[-4000:]
     assert (work / "results/smoke/scvar/ecfm_k5/seed0/eval.json").is_file()
-    r = subprocess.run(["crucible", "compare", "--results", "results/smoke", "--baseline", str(ROOT / "evaluation/baselines/smoke"),
-                        "--tolerances", tol], cwd=work, env=ENV, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(["crucible", "compare", "--results", "results/smoke", "--baseline",
+                        str(ROOT / "evaluation/baselines/smoke"), "--tolerances", tol],
+                       cwd=work, env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "scvar/ecfm_k5" in r.stdout.split("new variants (not in the baseline):")[1].splitlines()[0]
     import pandas as pd
@@ -155,8 +156,8 @@ def test_config_only_ablation_is_compared_beside_the_stored_baseline(smoke_dag, 
     assert hit.sum() == 1
     s.loc[hit, ["mean", "ci_lo", "ci_hi"]] = s.loc[hit, ["mean", "ci_lo", "ci_hi"]].astype(float) * 0.7
     s.to_csv(perturbed / "summary.csv", index=False)
-    r = subprocess.run(["crucible", "compare", "--results", "results/smoke", "--baseline", str(perturbed), "--tolerances", tol],
-                       cwd=work, env=ENV, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(["crucible", "compare", "--results", "results/smoke", "--baseline", str(perturbed),
+                        "--tolerances", tol], cwd=work, env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and "REGRESSED cam/full/mean_seen/depth_rmse" in r.stderr, r.stderr[-3000:]
 
 

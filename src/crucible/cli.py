@@ -282,6 +282,8 @@ def _parser() -> argparse.ArgumentParser:
     for a in ("--judges", "--tensors", "--data", "--out"):
         sp.add_argument(a, required=True)
     sp.add_argument("--tokenizer", help="tokenizer checkpoint (.safetensors): adds its reconstructions")
+    from .evaluation.stages.sample_count import add_sample_count_verb
+    add_sample_count_verb(evl, verb)
 
     sp = verb(sub, "bench", _cmd_bench, "speed: SCVAR latency/throughput (KV cache on/off), FLOPs; CAM latency")
     sp.add_argument("--scvar", nargs="*", default=[], help="VARIANT=CHECKPOINT pairs (.safetensors)")

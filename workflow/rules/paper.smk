@@ -193,7 +193,8 @@ rule paper_figure_qualitative:
         " --seed {params.seed} --scenes {params.scenes} --out {output.png} --threads {threads} 2> {log}"
 
 
-PAPER_FIGURES = [f for f in FIGURES if f != "validity"]  # the validity figure is drawn in validity.smk
+# the validity figure is drawn in validity.smk, the control and sample-count figures in sample_count.smk
+PAPER_FIGURES = [f for f in FIGURES if f not in ("validity", "control", "sample_count")]
 PAPER_RESULTS = (
     expand(f"{PAPER}/tables/{{name}}.{{ext}}", name=PAPER_TABLES, ext=[*TABLE_FORMATS, "html"])
     + [f"{PAPER}/tables/index.md"]

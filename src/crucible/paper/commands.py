@@ -10,7 +10,7 @@ from ..errors import InputError
 
 __all__ = ["FIGURES", "add_paper_verbs"]
 
-FIGURES = ("hotplug", "ecfm", "curves", "qualitative", "validity")
+FIGURES = ("hotplug", "ecfm", "curves", "qualitative", "validity", "control", "sample_count")
 
 
 def _load_config(args) -> dict:
@@ -41,13 +41,19 @@ def _cmd_figure(args) -> None:
         from .curves_figure import curves_figure
 
         paths = curves_figure(results_dir, cfg, Path(args.out))
+    elif args.name == "sample_count":
+        from .sample_count_figure import sample_count_figure
+
+        paths = sample_count_figure(results_dir, cfg, Path(args.out))
     else:
+        from .control_figure import control_figure
         from .ecfm_figure import ecfm_figure
         from .hotplug_figure import hotplug_figure
         from .table_cells import Results
         from .validity_figure import validity_figure
 
-        draw = {"hotplug": hotplug_figure, "ecfm": ecfm_figure, "validity": validity_figure}[args.name]
+        draw = {"hotplug": hotplug_figure, "ecfm": ecfm_figure, "validity": validity_figure,
+                "control": control_figure}[args.name]
         paths = draw(Results.from_dir(results_dir), cfg, Path(args.out))
     print("wrote " + " ".join(map(str, paths)))
 
