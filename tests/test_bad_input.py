@@ -338,7 +338,7 @@ def test_truncated_result_file_is_named_by_aggregate(tmp_path):
         path.write_text(json.dumps(doc))
     cut.write_text(cut.read_text()[:-20])
     # a real process: what a Snakemake rule's log shows
-    r = subprocess.run([sys.executable, "-m", "crucible.cli", "aggregate", str(good), str(cut), "--out-dir",
+    r = subprocess.run([sys.executable, "-m", "crucible.cli", "aggregate", str(good), str(cut), "--out",
                         str(tmp_path / "agg")], capture_output=True, text=True, timeout=300,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
@@ -355,4 +355,4 @@ def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path):
 
     monkeypatch.setattr(cli, "_cmd_aggregate", broken)
     with pytest.raises(KeyError, match="a bug"):
-        main(["aggregate", str(tmp_path / "eval.json"), "--out-dir", str(tmp_path)])
+        main(["aggregate", str(tmp_path / "eval.json"), "--out", str(tmp_path)])

@@ -1,11 +1,14 @@
 """CAM training/eval/hot-plug glue on a small rendered dataset: determinism and bad input."""
 
+import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
 import small_config  # tests/, on the path via pytest's pythonpath
 import torch
+import torch.nn.functional as F
 
 from crucible.data.build import render_dataset
 from crucible.data.tensors import SplitTensors, pack_split
@@ -25,7 +28,7 @@ def small_cfg():
 def tensors(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cam")
     render_dataset(small_cfg(), tmp / "data", threads=1, progress=False)
-    for split in ("train", "test"):
+    for split in ("train", "val", "test"):
         pack_split(tmp / "data", split, tmp / "t" / f"{split}.safetensors", progress=False)
     return tmp / "t"
 
@@ -52,8 +55,11 @@ def test_hotplug_trains_only_e_new_and_reloads(tensors, tmp_path):
     cfg = small_cfg()
     train_cam(cfg, "full", 0, tensors / "train.safetensors", tmp_path / "base", progress=False)
     result = train_hotplug(cfg, "normal", 4, 0, tmp_path / "base" / "model", tensors / "train.safetensors",
-                           tmp_path / "hp", progress=False)
-    assert result["frozen_unchanged"] and result["n"] == 4
+                           tmp_path / "hp", progress=False, val_tensors=tensors / "val.safetensors")
+    assert result["frozen_unchanged"] and result["n"] == 4  # validation (eval mode) left the frozen parts alone
+    for run in ("hotplug", "scratch"):  # both runs validate E_new's objective at their last step
+        rows = _rows(tmp_path / "hp" / run / "loss.csv")
+        assert [r["val_loss"] != "" for r in rows] == [False, True] and "val_recon_normal" in rows[0]
     base, _ = load_cam(tmp_path / "base" / "model")
     plugged, _ = load_cam(tmp_path / "hp" / "hotplug" / "model")
     for k, v in base.state_dict().items():
@@ -64,6 +70,48 @@ def test_hotplug_trains_only_e_new_and_reloads(tensors, tmp_path):
     with pytest.raises(ValueError, match="was seen in training"):
         train_hotplug(cfg, "canny", 4, 0, tmp_path / "base" / "model", tensors / "train.safetensors",
                       tmp_path / "hp2", progress=False)
+
+
+def _rows(path):
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_validation_loss_is_logged_and_leaves_training_unchanged(tensors, tmp_path):
+    """val_loss at steps 1 (ckpt_every 2) and 2 (the last); the same weights and training columns as without
+    validation; the posterior noise of the validation is seeded, so two runs log the same values."""
+    cfg = small_cfg()
+    val = tensors / "val.safetensors"
+    train_cam(cfg, "full", 0, tensors / "train.safetensors", tmp_path / "plain", progress=False)
+    for run in ("a", "b"):
+        train_cam(cfg, "full", 0, tensors / "train.safetensors", tmp_path / run, progress=False, val_tensors=val)
+    plain, a = _rows(tmp_path / "plain" / "loss.csv"), _rows(tmp_path / "a" / "loss.csv")
+    assert [int(r["step"]) for r in a if r["val_loss"]] == [1, 2]
+    assert {f"val_{k}_{c}" for k in ("recon", "kl", "zreg") for c in cfg["data"]["seen"]} <= set(a[0])
+    assert [{k: r[k] for k in plain[0]} for r in a] == plain
+    assert (tmp_path / "a" / "loss.csv").read_bytes() == (tmp_path / "b" / "loss.csv").read_bytes()
+    weights = {run: (tmp_path / run / "model.safetensors").read_bytes() for run in ("plain", "a")}
+    assert weights["plain"] == weights["a"]
+
+
+def test_validation_loss_is_the_objective_on_the_val_scenes(tensors, tmp_path):
+    """The last row's val_loss, recomputed from the saved model: the deterministic variant (no posterior, no
+    noise) in eval mode on every val scene, the L1 of each source type averaged over the types."""
+    cfg = small_cfg()
+    val = tensors / "val.safetensors"
+    train_cam(cfg, "deterministic", 0, tensors / "train.safetensors", tmp_path, progress=False, val_tensors=val)
+    model, _ = load_cam(tmp_path / "model")
+    data, res = SplitTensors(val), cfg["cam"]["resolution"]
+    idx = torch.arange(len(data))
+    assert len(data) < 64  # val_scenes' default: the whole (small) split
+    with torch.no_grad():
+        y = F.interpolate(data.field("depth", idx), size=(res, res), mode="area")
+        l1 = {c: float(F.l1_loss(model(F.interpolate(data.field(c, idx), size=(res, res), mode="area"), c).pred_B1HW,
+                                 y)) for c in cfg["data"]["seen"]}
+    last = _rows(tmp_path / "loss.csv")[-1]
+    assert math.isclose(float(last["val_loss"]), sum(l1.values()) / len(l1), rel_tol=1e-6)
+    for c, v in l1.items():
+        assert math.isclose(float(last[f"val_recon_{c}"]), v, rel_tol=1e-6)
 
 
 def test_bad_input_is_named(tensors):

@@ -2,6 +2,7 @@
 the verb's own ``--quiet``, which the Snakemake rules use)."""
 
 import argparse
+import re
 from importlib.metadata import version
 from pathlib import Path
 
@@ -95,3 +96,35 @@ def test_quiet_is_not_left_on_after_a_failing_verb(tmp_path, capsys):
                  str(tmp_path / "t")]) == 2
     assert "missing" in capsys.readouterr().err
     assert not progress_mod._silenced
+
+
+def test_one_flag_name_per_thing():
+    """The same thing has the same flag on every verb: --out for any output (file or folder), --results for a
+    results folder, --data for a dataset folder, --tensors for packed tensors; no --out-dir, --results-dir."""
+    seen = {}
+    for words, parser in VERBS:
+        for a in parser._actions:
+            for flag in a.option_strings:
+                seen.setdefault(flag, []).append(" ".join(words))
+    assert not {"--out-dir", "--results-dir", "--output", "--outdir", "--result"} & set(seen), seen.keys()
+    assert {"data tensors", "aggregate", "compare", "paper tables", "paper figure"} <= set(seen["--out"])
+    assert {"compare", "paper tables", "paper figure", "baseline update", "metrics export"} <= set(seen["--results"])
+
+
+def test_every_figure_has_one_entry_point():
+    """`crucible paper figure <name>` draws every figure, the dataset grid included; there is no second verb."""
+    from crucible.paper.commands import FIGURES
+
+    assert "figure" not in {words[0] for words, _ in VERBS}
+    assert {"dataset", "hotplug", "ecfm", "curves", "qualitative", "validity", "control", "sample_count"} == set(
+        FIGURES)
+    rules = "\n".join(p.read_text() for p in (ROOT / "workflow/rules").glob("*.smk"))
+    drawn = set(re.findall(r"crucible paper figure (\w+)", rules))
+    assert drawn == set(FIGURES), drawn ^ set(FIGURES)
+
+
+def test_dataset_figure_needs_the_data_and_others_the_results(imported, capsys):
+    argv = ["paper", "figure", "dataset", "--config", str(ROOT / "config/tiny.yaml"), "--out", "x.png"]
+    assert main(argv) == 2 and "--data" in capsys.readouterr().err
+    argv = ["paper", "figure", "ecfm", "--config", str(ROOT / "config/tiny.yaml"), "--out", "x.png"]
+    assert main(argv) == 2 and "--results" in capsys.readouterr().err

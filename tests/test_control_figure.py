@@ -90,7 +90,7 @@ def test_cli_writes_the_control_figure(tmp_path):
     for name in ("summary.csv", "paired.csv", "config.yaml"):
         shutil.copy(FIXTURE / name, tmp_path / name)
     out = tmp_path / "figs" / "control.png"
-    assert main(["paper", "figure", "control", "--config", str(tmp_path / "config.yaml"), "--results-dir",
+    assert main(["paper", "figure", "control", "--config", str(tmp_path / "config.yaml"), "--results",
                  str(tmp_path), "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
     assert out.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"

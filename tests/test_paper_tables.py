@@ -107,7 +107,7 @@ def test_missing_stage_gives_placeholder(cfg, tmp_path):
 
 def test_cli_writes_every_table(tmp_path):
     out = tmp_path / "tables"
-    rc = main(["paper", "tables", "--results-dir", str(FIXTURE), "--config", str(ROOT / "config" / "smoke.yaml"),
+    rc = main(["paper", "tables", "--results", str(FIXTURE), "--config", str(ROOT / "config" / "smoke.yaml"),
                "--config-dir", str(ROOT / "config"), "--out", str(out)])
     assert rc == 0
     for name in TABLES:

@@ -1,10 +1,13 @@
 """Tokenizer/SCVAR training glue on a small rendered dataset: base → variant, sampling, bad input."""
 
+import csv
+import math
 from pathlib import Path
 
 import pytest
 import small_config  # tests/, on the path via pytest's pythonpath
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from crucible.data.build import render_dataset
@@ -36,16 +39,52 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("scvar")
     cfg = small_cfg()
     render_dataset(cfg, tmp / "data", threads=1, progress=False)
-    for split in ("train", "test"):
+    for split in ("train", "val", "test"):
         pack_split(tmp / "data", split, tmp / "t" / f"{split}.safetensors", progress=False)
-    train_tokenizer(cfg, 0, tmp / "t" / "train.safetensors", tmp / "tok", progress=False)
+    val = tmp / "t" / "val.safetensors"
+    train_tokenizer(cfg, 0, tmp / "t" / "train.safetensors", tmp / "tok", progress=False, val_tensors=val)
     vq = load_tokenizer(tmp / "tok" / "model", cfg)
     save_file({"tokens": tokenize_split(vq, SplitTensors(tmp / "t" / "train.safetensors"), 4)}, tmp / "tokens.st")
     args = (tmp / "t" / "train.safetensors", tmp / "tokens.st", tmp / "tok" / "model")
-    train_scvar(cfg, "base", 0, *args, tmp / "base", progress=False)
+    train_scvar(cfg, "base", 0, *args, tmp / "base", progress=False, val_tensors=val)
     for v in ("ecfm_k2", "lora"):
-        train_scvar(cfg, v, 0, *args, tmp / v, base=tmp / "base" / "model", progress=False)
+        train_scvar(cfg, v, 0, *args, tmp / v, base=tmp / "base" / "model", progress=False, val_tensors=val)
     return cfg, tmp
+
+
+def _rows(path):
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_tokenizer_validation_is_the_training_objective_on_the_val_images(trained):
+    """The last step's val_loss (the only validation: 2 steps, ckpt_every's default 100), recomputed from the
+    saved tokenizer: L1 + L2 + chroma_weight * chroma + VQ on every val image, in eval mode."""
+    cfg, tmp = trained
+    rows = _rows(tmp / "tok" / "loss.csv")
+    assert [r["val_loss"] != "" for r in rows] == [False, True]
+    assert {"val_l1", "val_l2", "val_chroma", "val_vq"} <= set(rows[0]) and "val_usage" not in rows[0]
+    vq = load_tokenizer(tmp / "tok" / "model", cfg)
+    val = SplitTensors(tmp / "t" / "val.safetensors")
+    with torch.no_grad():
+        img = val.field("image", torch.arange(len(val))) * 2 - 1
+        rec, vq_loss, _ = vq(img)
+        l1, l2 = F.l1_loss(rec, img), F.mse_loss(rec, img)
+        c_rec, c_img = rec - rec.mean(1, keepdim=True), img - img.mean(1, keepdim=True)
+        chroma = F.l1_loss(c_rec, c_img) + F.mse_loss(c_rec, c_img)
+    w = cfg["tokenizer"]["loss"]["chroma_weight"]
+    expected = {"loss": l1 + l2 + w * chroma + vq_loss, "l1": l1, "l2": l2, "chroma": chroma, "vq": vq_loss}
+    for k, v in expected.items():
+        assert math.isclose(float(rows[-1][f"val_{k}"]), float(v), rel_tol=1e-6), k
+
+
+def test_scvar_runs_log_validation(trained):
+    """Base and variants log val_loss at their last step: the cross-entropy of the val images' codes."""
+    _, tmp = trained
+    for run in ("base", "ecfm_k2", "lora"):
+        rows = _rows(tmp / run / "loss.csv")
+        assert [r["val_loss"] != "" for r in rows] == [False, True], run
+        assert 0 < float(rows[-1]["val_loss"]) < 2 * math.log(16), run  # near log(codebook size) when barely trained
 
 
 def test_tokenizer_eval_reports_quality_per_scale(trained):

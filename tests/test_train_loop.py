@@ -119,9 +119,11 @@ def loss_fn(step):
     idx = torch.randint(0, 64, (8,))
     loss = torch.nn.functional.mse_loss(model(X[idx]), Y[idx])
     return loss, {"mse": float(loss.detach())}
+def val_fn():  # the validation columns must survive the kill too
+    return {"loss": torch.nn.functional.mse_loss(model(X[:16] + 0.1), Y[:16]), "noise": torch.rand(())}
 meta = {"config": {"name": "toy"}}
 run_training(model, model.parameters(), loss_fn, LoopConfig(steps=40, lr=1e-2, batch_size=8, warmup=2,
-             ckpt_every=5), out, seed=3, meta=meta, progress=False)
+             ckpt_every=5, val_every=3), out, seed=3, meta=meta, progress=False, val_fn=val_fn)
 save_checkpoint(out + "/model", model, meta)
 """
 
@@ -165,6 +167,7 @@ def test_sigkilled_process_resumes_bit_identical(tmp_path):
     ref, run = tmp_path / "ref", tmp_path / "run"
     assert (run / "model.safetensors").read_bytes() == (ref / "model.safetensors").read_bytes()
     assert (run / "loss.csv").read_text() == (ref / "loss.csv").read_text()
+    assert "val_loss" in (ref / "loss.csv").read_text().splitlines()[0]
 
 
 def test_lr_scale_of_a_parameter_group(tmp_path):
@@ -236,3 +239,117 @@ def test_logged_lr_is_the_closed_form_across_an_interrupted_run(tmp_path):
     assert [int(r["step"]) for r in rows] == list(range(CFG.steps))
     for r in rows:
         assert math.isclose(float(r["lr"]), closed_form_lr(CFG, int(r["step"])), rel_tol=LR_RTOL, abs_tol=0)
+
+
+# ---- validation (val_fn): logged every val_every steps and at the last step, invisible to training ----------
+
+XV = torch.randn(20, 5, generator=torch.Generator().manual_seed(2))  # the fixed validation set
+YV = XV @ torch.randn(5, 1, generator=torch.Generator().manual_seed(1))
+
+
+def val_objective(model):
+    """The validation objective, written out independently of the loop: mse on XV, eval mode, no noise."""
+    with torch.no_grad():
+        return float(torch.nn.functional.mse_loss(model.eval()(XV), YV))
+
+
+def make_val(model, seen=None):
+    def val_fn():
+        if seen is not None:
+            seen.append((model.training, any(m.training for m in model.modules()), torch.is_grad_enabled()))
+        loss = torch.nn.functional.mse_loss(model(XV), YV)
+        return {"loss": loss, "noise": torch.rand(())}  # noise from the loop's seeded fork, not training's RNG
+
+    return val_fn
+
+
+def read_rows(path):
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_validation_rows_at_val_every_and_the_last_step(tmp_path):
+    m, fn = make()
+    cfg = LoopConfig(steps=12, lr=1e-2, batch_size=8, warmup=2, ckpt_every=4, val_every=5)
+    run_training(m, m.parameters(), fn, cfg, tmp_path, seed=3, meta=META, progress=False, val_fn=make_val(m))
+    rows = read_rows(tmp_path / "loss.csv")
+    assert list(rows[0]) == ["step", "loss", "lr", "mse", "val_loss", "val_noise"]
+    assert [int(r["step"]) for r in rows if r["val_loss"]] == [4, 9, 11]
+    assert all(r["val_noise"] == "" for r in rows if not r["val_loss"])
+    assert len({r["val_noise"] for r in rows if r["val_noise"]}) == 1  # the same seeded noise at every validation
+    # the last row's value is the objective of the final weights (the checkpoint of the last step)
+    tensors, ck = load_checkpoint(next(tmp_path.glob("last-*.json")).with_suffix(""))
+    fresh, _ = make()
+    load_weights(fresh, tensors)
+    assert ck["step"] == 11 and float(rows[-1]["val_loss"]) == val_objective(fresh)
+    # default: every ckpt_every steps; 0: no validation and no columns
+    for every, steps in ((None, [3, 7, 11]), (0, [])):
+        m, fn = make()
+        out = tmp_path / f"every{every}"
+        run_training(m, m.parameters(), fn, LoopConfig(**{**vars(cfg), "val_every": every}), out, seed=3, meta=META,
+                     progress=False, val_fn=make_val(m))
+        rows = read_rows(out / "loss.csv")
+        assert [int(r["step"]) for r in rows if r.get("val_loss")] == steps
+        assert ("val_loss" in rows[0]) == bool(steps)
+
+
+def test_validation_leaves_training_bitwise_unchanged(tmp_path):
+    """The same weights, training columns and global RNG afterwards with and without val_fn; val_fn runs in
+    eval mode without gradients, and every module's train/eval flag is restored (a hot-plug run's frozen
+    parts stay in eval mode)."""
+    cfg = LoopConfig(steps=12, lr=1e-2, batch_size=8, warmup=2, ckpt_every=4, val_every=2)
+    runs = {}
+    for name in ("plain", "val"):
+        m, fn = make()
+        m[2].eval()  # a frozen-in-eval part beside trained ones
+        seen = []
+        val_fn = make_val(m, seen) if name == "val" else None
+        run_training(m, m.parameters(), fn, cfg, tmp_path / name, seed=3, meta=META, progress=False, val_fn=val_fn)
+        runs[name] = (m, read_rows(tmp_path / name / "loss.csv"), torch.rand(4), seen)
+        assert [mod.training for mod in m.modules()] == [True, True, True, False]
+    (a, rows_a, rng_a, _), (b, rows_b, rng_b, seen) = runs["plain"], runs["val"]
+    for (k, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), k
+    assert [{k: r[k] for k in ("step", "loss", "lr", "mse")} for r in rows_b] == rows_a
+    assert torch.equal(rng_a, rng_b)
+    assert len(seen) == 1 + 6 and set(seen) == {(False, False, False)}  # the header's call, then steps 1, 3, ..., 11
+
+
+def test_validation_of_a_resumed_run_and_of_its_checkpoint(tmp_path):
+    """A run killed after the checkpoint of step 3 and resumed logs the same rows, validation included, as an
+    uninterrupted one; the validation of step 3 is the objective of that step's checkpoint."""
+    cfg = LoopConfig(steps=12, lr=1e-2, batch_size=8, warmup=2, ckpt_every=4)  # validation at 3, 7, 11
+    ref, fn = make()
+    run_training(ref, ref.parameters(), fn, cfg, tmp_path / "a", seed=3, meta=META, progress=False,
+                 val_fn=make_val(ref))
+    m, fn = make(fail_at=6)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(m, m.parameters(), fn, cfg, tmp_path / "b", seed=3, meta=META, progress=False,
+                     val_fn=make_val(m))
+    (ck,) = (tmp_path / "b").glob("last-*.json")
+    tensors, meta = load_checkpoint(ck.with_suffix(""))
+    fresh, _ = make()
+    load_weights(fresh, tensors)
+    row3 = read_rows(ck.with_suffix(".csv"))[3]
+    assert meta["step"] == 3 and float(row3["val_loss"]) == val_objective(fresh)
+    m, fn = make()
+    summary = run_training(m, m.parameters(), fn, cfg, tmp_path / "b", seed=3, meta=META, progress=False,
+                           val_fn=make_val(m))
+    assert summary["resumed_from"] == 4
+    text_a, text_b = ((tmp_path / run / "loss.csv").read_text() for run in ("a", "b"))
+    assert text_a == text_b and text_a.splitlines()[0].endswith(",val_loss,val_noise")
+    for (k, x), y in zip(ref.state_dict().items(), m.state_dict().values(), strict=True):
+        assert torch.equal(x, y), k
+
+
+def test_a_log_resumed_with_validation_gets_its_columns(tmp_path):
+    """State from before validation was logged: the resumed log is rewritten under the new header, the old
+    rows' validation cells empty."""
+    m, fn = make(fail_at=6)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(m, m.parameters(), fn, CFG, tmp_path, seed=3, meta=META, progress=False)
+    m, fn = make()
+    run_training(m, m.parameters(), fn, CFG, tmp_path, seed=3, meta=META, progress=False, val_fn=make_val(m))
+    rows = read_rows(tmp_path / "loss.csv")
+    assert [int(r["step"]) for r in rows] == list(range(12)) and None not in rows[-1]
+    assert [int(r["step"]) for r in rows if r["val_loss"]] == [7, 11]

@@ -43,13 +43,20 @@ def _results(cfg: dict, rows: list[dict], seed: int, tensors: Path, **extra) -> 
             "rows": rows}
 
 
+def _val_split(tensors: Path) -> Path | None:
+    """The packed val split beside the train split, for the trainers' logged ``val_loss``: optional (an
+    imported dataset may have none; README "Your own data")."""
+    val = tensors / "val.safetensors"
+    return val if val.is_file() else None
+
+
 def _cmd_cam_train(args) -> None:
     from .train.cam import train_cam
 
     cfg = _load_config(args)
     _known(args.variant, cfg["cam"]["variants"], "--variant", "cam.variants")
     train_cam(cfg, args.variant, args.seed, Path(args.tensors) / "train.safetensors", Path(args.out),
-              progress=not args.quiet)
+              progress=not args.quiet, val_tensors=_val_split(Path(args.tensors)))
 
 
 def _cmd_cam_eval(args) -> None:
@@ -73,7 +80,7 @@ def _cmd_cam_hotplug(args) -> None:
     t = Path(args.tensors)
     run_dir = Path(args.out).with_suffix("")
     result = train_hotplug(cfg, args.condition, args.n_train, args.seed, Path(args.base), t / "train.safetensors",
-                           run_dir, progress=not args.quiet)
+                           run_dir, progress=not args.quiet, val_tensors=_val_split(t))
     rows = eval_hotplug(cfg, run_dir, t / "test.safetensors", result)
     write_json({**_results(cfg, rows, args.seed, t / "test.safetensors"), "run": result}, Path(args.out))
 
@@ -86,7 +93,8 @@ def _cmd_tokenizer(args) -> None:
     cfg = _load_config(args)
     t, out = Path(args.tensors), Path(args.out)
     if args.verb == "train":
-        train_tokenizer(cfg, cfg["seeds"][0], t / "train.safetensors", out, progress=not args.quiet)
+        train_tokenizer(cfg, cfg["seeds"][0], t / "train.safetensors", out, progress=not args.quiet,
+                        val_tensors=_val_split(t))
         return
     vq = load_tokenizer(Path(args.model), cfg)
     if args.verb == "eval":
@@ -108,7 +116,8 @@ def _cmd_scvar_train(args) -> None:
     _known(args.variant, ["base", *cfg["scvar"]["variants"]], "--variant", "scvar.variants (or 'base')")
     t = Path(args.tensors)
     train_scvar(cfg, args.variant, args.seed, t / "train.safetensors", Path(args.tokens), Path(args.tokenizer),
-                Path(args.out), base=Path(args.base) if args.base else None, progress=not args.quiet)
+                Path(args.out), base=Path(args.base) if args.base else None, progress=not args.quiet,
+                val_tensors=_val_split(t))
 
 
 def _cmd_scvar_sample(args) -> None:
@@ -175,15 +184,8 @@ def _cmd_bench(args) -> None:
 def _cmd_aggregate(args) -> None:
     from .evaluation.results.results_table import summarize_results
 
-    summary = summarize_results([Path(p) for p in args.results], Path(args.out_dir))
-    print(f"{len(summary)} aggregated metrics in {args.out_dir}/summary.csv")
-
-
-def _cmd_figure_dataset(args) -> None:
-    from .paper.dataset_figure import dataset_figure
-
-    cfg = _load_config(args)
-    dataset_figure(Path(args.data), Path(args.out), cfg["figures"]["dataset_scenes"])
+    summary = summarize_results([Path(p) for p in args.evals], Path(args.out))
+    print(f"{len(summary)} aggregated metrics in {args.out}/summary.csv")
 
 
 def _cmd_config_check(args) -> None:
@@ -294,14 +296,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--quiet", action="store_true")
 
     sp = sub.add_parser("aggregate", help="tidy table of all results, mean/std/Student-t CI, paired tests with Holm")
-    sp.add_argument("results", nargs="+", help="eval.json files")
-    sp.add_argument("--out-dir", required=True)
+    sp.add_argument("evals", nargs="+", metavar="EVAL_JSON", help="result files (eval.json, bench.json, ...)")
+    sp.add_argument("--out", required=True, help="output folder: results.csv, summary.csv, paired.csv")
     sp.set_defaults(func=_cmd_aggregate)
-
-    fig = sub.add_parser("figure", help="paper figures").add_subparsers(dest="verb", required=True)
-    sp = verb(fig, "dataset", _cmd_figure_dataset, "grid of RGB and every condition type")
-    sp.add_argument("--data", required=True)
-    sp.add_argument("--out", required=True)
 
     conf = sub.add_parser("config", help="configuration").add_subparsers(dest="verb", required=True)
     sp = conf.add_parser("check", help="validate config files (merged in order) against the schema and rules")

@@ -122,4 +122,4 @@ rule aggregate:
         mem_mb=2000,
         runtime=10,
     shell:
-        "crucible aggregate {input} --out-dir {params.out} 2> {log}"
+        "crucible aggregate {input} --out {params.out} 2> {log}"

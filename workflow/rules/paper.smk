@@ -29,7 +29,7 @@ rule dataset_figure:
         mem_mb=1000,
         runtime=10,
     shell:
-        "crucible figure dataset --config {params.config} --data {input} --out {output.png} 2> {log}"
+        "crucible paper figure dataset --config {params.config} --data {input} --out {output.png} 2> {log}"
 
 
 rule paper_tables:
@@ -64,7 +64,7 @@ rule paper_tables:
         mem_mb=1000,
         runtime=5,
     shell:
-        "crucible paper tables --config {params.config} --results-dir {params.results} --out {params.out} 2> {log}"
+        "crucible paper tables --config {params.config} --results {params.results} --out {params.out} 2> {log}"
 
 
 rule paper_figure_hotplug:
@@ -93,7 +93,7 @@ rule paper_figure_hotplug:
         mem_mb=1000,
         runtime=5,
     shell:
-        "crucible paper figure hotplug --config {params.config} --results-dir {params.results}"
+        "crucible paper figure hotplug --config {params.config} --results {params.results}"
         " --out {output.png} 2> {log}"
 
 
@@ -123,7 +123,7 @@ rule paper_figure_ecfm:
         mem_mb=1000,
         runtime=5,
     shell:
-        "crucible paper figure ecfm --config {params.config} --results-dir {params.results} --out {output.png} 2> {log}"
+        "crucible paper figure ecfm --config {params.config} --results {params.results} --out {output.png} 2> {log}"
 
 
 rule paper_figure_curves:
@@ -153,7 +153,7 @@ rule paper_figure_curves:
         mem_mb=1000,
         runtime=5,
     shell:
-        "crucible paper figure curves --config {params.config} --results-dir {params.results} --out {output.png}"
+        "crucible paper figure curves --config {params.config} --results {params.results} --out {output.png}"
         " 2> {log}"
 
 
@@ -188,13 +188,14 @@ rule paper_figure_qualitative:
         mem_mb=2000,
         runtime=10,
     shell:
-        "crucible paper figure qualitative --config {params.config} --results-dir {params.results}"
+        "crucible paper figure qualitative --config {params.config} --results {params.results}"
         " --tensors {input.tensors}"
         " --seed {params.seed} --scenes {params.scenes} --out {output.png} --threads {threads} 2> {log}"
 
 
-# the validity figure is drawn in validity.smk, the control and sample-count figures in sample_count.smk
-PAPER_FIGURES = [f for f in FIGURES if f not in ("validity", "control", "sample_count")]
+# drawn elsewhere: the dataset figure above (from the data), validity in validity.smk, control and sample-count
+# in sample_count.smk
+PAPER_FIGURES = [f for f in FIGURES if f not in ("dataset", "validity", "control", "sample_count")]
 PAPER_RESULTS = (
     expand(f"{PAPER}/tables/{{name}}.{{ext}}", name=PAPER_TABLES, ext=[*TABLE_FORMATS, "html"])
     + [f"{PAPER}/tables/index.md"]

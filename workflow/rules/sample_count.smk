@@ -65,7 +65,7 @@ rule paper_figure_sample_count:
         mem_mb=1000,
         runtime=5,
     shell:
-        "crucible paper figure sample_count --config {params.config} --results-dir {params.results}"
+        "crucible paper figure sample_count --config {params.config} --results {params.results}"
         " --out {output.png} 2> {log}"
 
 
@@ -95,7 +95,7 @@ rule paper_figure_control:
         mem_mb=1000,
         runtime=5,
     shell:
-        "crucible paper figure control --config {params.config} --results-dir {params.results}"
+        "crucible paper figure control --config {params.config} --results {params.results}"
         " --out {output.png} 2> {log}"
 
 

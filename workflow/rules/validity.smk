@@ -58,7 +58,7 @@ rule paper_figure_validity:
         mem_mb=1000,
         runtime=5,
     shell:
-        "crucible paper figure validity --config {params.config} --results-dir {params.results}"
+        "crucible paper figure validity --config {params.config} --results {params.results}"
         " --out {output.png} 2> {log}"
 
 

@@ -10,7 +10,7 @@ from ..errors import InputError
 
 __all__ = ["FIGURES", "add_paper_verbs"]
 
-FIGURES = ("hotplug", "ecfm", "curves", "qualitative", "validity", "control", "sample_count")
+FIGURES = ("dataset", "hotplug", "ecfm", "curves", "qualitative", "validity", "control", "sample_count")
 
 
 def _load_config(args) -> dict:
@@ -20,7 +20,7 @@ def _load_config(args) -> dict:
 def _cmd_tables(args) -> None:
     from .tables import write_tables
 
-    tables = write_tables(Path(args.results_dir), _load_config(args), Path(args.out))
+    tables = write_tables(Path(args.results), _load_config(args), Path(args.out))
     empty = [t.name for t in tables if t.empty]
     print(f"wrote {len(tables)} tables to {args.out}" + (f" ({', '.join(empty)}: no results, placeholder)"
                                                          if empty else ""))
@@ -28,8 +28,16 @@ def _cmd_tables(args) -> None:
 
 def _cmd_figure(args) -> None:
     cfg = _load_config(args)
-    results_dir = Path(args.results_dir)
-    if args.name == "qualitative":
+    need = "--data (the rendered dataset folder)" if args.name == "dataset" else "--results (results/<profile>)"
+    if not (args.data if args.name == "dataset" else args.results):
+        raise InputError(f"the {args.name} figure needs {need}")
+    results_dir = Path(args.results or ".")
+    if args.name == "dataset":
+        from .dataset_figure import dataset_figure
+
+        dataset_figure(Path(args.data), Path(args.out), cfg["figures"]["dataset_scenes"])
+        paths = [Path(args.out), Path(args.out).with_suffix(".pdf")]
+    elif args.name == "qualitative":
         from .qualitative_figure import load_panels, qualitative_figure
 
         if not args.tensors:
@@ -70,14 +78,15 @@ def add_paper_verbs(sub, verb) -> None:
     --config, --config-dir, --threads)."""
     paper = sub.add_parser("paper", help="paper tables and figures").add_subparsers(dest="verb", required=True)
     sp = verb(paper, "tables", _cmd_tables, "every table as Markdown, LaTeX (booktabs), CSV and HTML")
-    sp.add_argument("--results-dir", required=True, help="folder with summary.csv and paired.csv")
+    sp.add_argument("--results", required=True, help="results folder with summary.csv and paired.csv")
     sp.add_argument("--out", required=True, help="output folder (paper/tables)")
     sp = verb(paper, "runtime", _cmd_runtime, "runtime per rule from Snakemake's benchmark files (md, csv, tex, html)")
     sp.add_argument("--benchmarks", required=True, help="benchmarks/<profile>: one TSV per job")
     sp.add_argument("--out", required=True, help="output folder (paper/tables)")
     sp = verb(paper, "figure", _cmd_figure, "one figure as PNG and PDF")
     sp.add_argument("name", choices=FIGURES)
-    sp.add_argument("--results-dir", required=True, help="results/<profile>")
+    sp.add_argument("--results", help="results/<profile> (every figure but dataset)")
+    sp.add_argument("--data", help="rendered dataset folder (dataset figure)")
     sp.add_argument("--out", required=True, help="PNG path; the PDF is written beside it")
     sp.add_argument("--tensors", help="packed test split (qualitative figure)")
     sp.add_argument("--seed", type=int, help="training seed whose samples are shown (default: the first)")

@@ -5,6 +5,9 @@
 - :func:`train_hotplug`: a held-out type gets a new encoder E_new trained on n samples against the
   frozen shared parts of a trained ``full`` model; the same architecture trained from scratch on the
   same n samples and steps is the reference. Only E_new may change: checked tensor by tensor.
+
+With a val split, every run logs the same objective on its first ``cam.*.train.val_scenes`` scenes as
+``val_loss`` (:func:`_val_fn`; the loop's validation, docs/design.md §8).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from ..models.cam import CAM, CAMConfig, get_variant, resolve_variant
 from ..provenance import provenance
 from ..run_config import cam_run, hotplug_run
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
-from .loop import LoopConfig, run_training, shard, training_device
+from .loop import LoopConfig, mean_over_batches, run_training, shard, training_device, val_batches
 
 __all__ = ["cam_config", "cam_run_config", "resize", "aligned_depth", "build_cam", "load_cam", "train_cam",
            "train_hotplug", "hotplug_subset"]
@@ -99,14 +102,46 @@ def _loss_fn(model: CAM, data: SplitTensors, sources: list[str], target: str, po
     return loss_fn
 
 
+def _val_fn(model: CAM, val_tensors: Path | None, sources: list[str], target: str, loop: LoopConfig, res: int,
+            device):
+    """The training objective (an equal weight per source type; seed §3.5) on the fixed val batches: for each
+    source, the loss of the first ``loop.val_scenes`` val scenes, posterior noise included (the loop seeds
+    it); ``None`` without a val split."""
+    if val_tensors is None:
+        return None
+    val = SplitTensors(val_tensors)
+    val.require([*sources, target])
+    batches = val_batches(len(val), loop.val_scenes, loop.batch_size)
+    if not batches:
+        return None
+
+    def per_source(cond: str, idx: torch.Tensor) -> dict:
+        x = resize(val.field(cond, idx), res).to(device)
+        y = resize(val.field(target, idx), res).to(device)
+        loss, p = model.loss(model(x, cond), y)
+        return {"loss": loss, "recon": p["recon"], "kl": p["kl"], "zreg": p["zreg"]}
+
+    def val_fn() -> dict[str, float]:
+        out = {"loss": 0.0}
+        for cond in sources:
+            m = mean_over_batches(lambda idx, cond=cond: per_source(cond, idx), batches)
+            out["loss"] += m.pop("loss") / len(sources)
+            out.update({f"{k}_{cond}": v for k, v in m.items()})
+        return out
+
+    return val_fn
+
+
 def _save_model(model: CAM, path: Path, cfg: dict, meta: dict) -> None:
     base = {c: ch for c, ch in model.in_channels.items() if c not in meta.get("hotplug", {})}
     save_checkpoint(path, model, {**meta, "cam_config": model.cfg.to_dict(),
                                   "in_channels": {"base": base, "hotplug": meta.get("hotplug", {})}})
 
 
-def train_cam(cfg: dict, variant: str, seed: int, tensors: Path, out_dir: Path, progress: bool = True) -> dict:
-    """Train one (variant, seed); writes ``model.*``, ``loss.csv`` and the resumable ``last.*``."""
+def train_cam(cfg: dict, variant: str, seed: int, tensors: Path, out_dir: Path, progress: bool = True,
+              val_tensors: Path | None = None) -> dict:
+    """Train one (variant, seed); writes ``model.*``, ``loss.csv`` and the resumable ``last.*``.
+    ``val_tensors`` (optional): the val split, for the logged ``val_loss``."""
     torch.manual_seed(seed)  # before any module exists: initial weights are a function of the seed alone
     device = training_device()  # joins the torchrun group when launched by torchrun
     data = SplitTensors(tensors)
@@ -117,8 +152,9 @@ def train_cam(cfg: dict, variant: str, seed: int, tensors: Path, out_dir: Path, 
             "seed": seed, "sources": sources, "target": target}
     fn = _loss_fn(model, data, sources, target, torch.arange(len(data)), loop.batch_size, cfg["cam"]["resolution"],
                   device)
+    val_fn = _val_fn(model, val_tensors, sources, target, loop, cfg["cam"]["resolution"], device)
     summary = run_training(model, model.parameters(), fn, loop, out_dir, seed, meta, f"cam {variant} s{seed}",
-                           progress)
+                           progress, val_fn=val_fn)
     prov = provenance(cfg, seed=seed, train_seconds=summary["seconds"], tensors=str(tensors))
     _save_model(model, Path(out_dir) / "model", cfg, {**meta, "provenance": prov})
     return summary
@@ -131,8 +167,9 @@ def hotplug_subset(n_total: int, n: int, seed: int) -> torch.Tensor:
 
 
 def train_hotplug(cfg: dict, cond: str, n: int, seed: int, base_path: Path, tensors: Path, out_dir: Path,
-                  progress: bool = True) -> dict:
-    """Train E_new for ``cond`` on a frozen trained CAM, and the from-scratch reference on the same data.
+                  progress: bool = True, val_tensors: Path | None = None) -> dict:
+    """Train E_new for ``cond`` on a frozen trained CAM, and the from-scratch reference on the same data;
+    both log ``val_loss`` on the val split's first scenes when ``val_tensors`` is given.
 
     Returns {"hotplug": model_path, "scratch": model_path, "seconds": {...}, "frozen_unchanged": True}.
     """
@@ -156,7 +193,8 @@ def train_hotplug(cfg: dict, cond: str, n: int, seed: int, base_path: Path, tens
     meta = {"config": hotplug_run(cfg, cond, n, "hotplug"), "seed": seed, "hotplug": {cond: channels},
             "base": str(base_path)}
     summary = run_training(model, params, _loss_fn(model, data, [cond], target, pool, loop.batch_size, res, device),
-                           loop, out_dir / "hotplug", seed, meta, f"hotplug {cond} n{n}", progress)
+                           loop, out_dir / "hotplug", seed, meta, f"hotplug {cond} n{n}", progress,
+                           val_fn=_val_fn(model, val_tensors, [cond], target, loop, res, device))
     result["seconds"]["hotplug"] = summary["seconds"]
     after = model.state_dict()
     changed = [k for k, v in frozen.items() if not torch.equal(v, after[k])]
@@ -170,7 +208,8 @@ def train_hotplug(cfg: dict, cond: str, n: int, seed: int, base_path: Path, tens
     meta = {**meta, "config": hotplug_run(cfg, cond, n, "scratch"), "hotplug": {}}
     summary = run_training(scratch, scratch.parameters(), _loss_fn(scratch, data, [cond], target, pool,
                                                                    loop.batch_size, res, device),
-                           loop, out_dir / "scratch", seed, meta, f"scratch {cond} n{n}", progress)
+                           loop, out_dir / "scratch", seed, meta, f"scratch {cond} n{n}", progress,
+                           val_fn=_val_fn(scratch, val_tensors, [cond], target, loop, res, device))
     result["seconds"]["scratch"] = summary["seconds"]
     _save_model(scratch, out_dir / "scratch" / "model", cfg, {**meta, "provenance": provenance(cfg, seed=seed)})
     return result

@@ -8,6 +8,12 @@ and optimizer moments, a run killed at any point and started again ends bit-iden
 one on CPU: the step is the whole RNG and data-order state, so a checkpoint holds weights, AdamW moments
 and the step. The schedule is torch's ``LambdaLR`` of a closed form in the step, so the step positions it.
 
+An optional ``val_fn()`` gives the same objective on fixed validation batches (``val_loss`` and ``val_<part>``
+columns, filled every ``val_every`` steps and at the last step, empty in the other rows). It runs after the
+step's update, without gradients, in eval mode, on a forked RNG seeded from (seed, a fixed tag): the weights,
+every module's train/eval flag and the training RNG are as they were, so training is bitwise unchanged by
+it, and the value is a function of the step's weights alone, so a resumed run logs the same numbers.
+
 The checkpoint ``last-<config hash>.*`` and its loss log ``last-<config hash>.csv`` are no rule's
 outputs, so Snakemake's removal of an interrupted job's outputs leaves them, and the rerun resumes;
 ``loss.csv`` is copied from the log at the end. Under ``torchrun`` the same loop trains data-parallel
@@ -45,8 +51,10 @@ from .distributed import (
     training_device,
 )
 
-__all__ = ["LoopConfig", "NonFiniteLossError", "step_seed", "lr_factor", "lr_scheduler", "run_training", "shard",
-           "training_device"]
+__all__ = ["LoopConfig", "NonFiniteLossError", "step_seed", "val_seed", "lr_factor", "lr_scheduler", "run_training",
+           "val_batches", "mean_over_batches", "shard", "training_device"]
+
+VAL_TAG = 0x76616C  # "val": the validation's noise is seeded from (seed, this tag), the same at every step
 
 
 @dataclass
@@ -59,6 +67,8 @@ class LoopConfig:
     lr_min_ratio: float = 0.1
     grad_clip: float = 1.0       # max global grad norm; 0 disables
     ckpt_every: int = 100        # resumable checkpoint interval (and at the last step)
+    val_every: int | None = None  # validation interval (and at the last step); None: ckpt_every; 0: none
+    val_scenes: int = 64         # the trainers' fixed validation batches: the first val_scenes val scenes
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -68,6 +78,29 @@ class NonFiniteLossError(FloatingPointError):
 def step_seed(seed: int, step: int) -> int:
     """Seed of everything random at ``step`` (batch choice, noise): independent of history."""
     return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
+
+
+def val_seed(seed: int) -> int:
+    """Seed of the validation's noise: fixed for the run (every validation draws the same noise), and not a
+    step's seed (its spawn key sets it apart from :func:`step_seed`'s streams)."""
+    return int(np.random.SeedSequence([seed, VAL_TAG], spawn_key=(1,)).generate_state(1)[0])
+
+
+def val_batches(n_scenes: int, val_scenes: int, batch_size: int) -> list[torch.Tensor]:
+    """The fixed validation batches: the first ``val_scenes`` scenes of the val split (all of them if it is
+    smaller), in order, in chunks of ``batch_size``."""
+    return list(torch.arange(min(val_scenes, n_scenes)).split(max(1, batch_size)))
+
+
+def mean_over_batches(fn: Callable[[torch.Tensor], dict], batches: list[torch.Tensor]) -> dict[str, float]:
+    """The scene-weighted mean over ``batches`` of ``fn(idx)`` (a dict of per-batch means, floats or 0-d
+    tensors): for per-sample-mean losses, the loss of all the scenes as one batch, up to rounding."""
+    sums: dict[str, float] = {}
+    for idx in batches:
+        for k, v in fn(idx).items():
+            sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
+    n = sum(len(idx) for idx in batches)
+    return {k: v / n for k, v in sums.items()}
 
 
 def lr_factor(cfg: LoopConfig, step: int) -> float:
@@ -102,6 +135,45 @@ def _open_log(path: Path, resume_bytes: int | None):
     return path.open("a", newline=""), resume_bytes == 0
 
 
+def _validate(model: torch.nn.Module, val_fn: Callable[[], dict[str, float]], seed: int) -> dict[str, float]:
+    """``val_fn()`` as ``val_<key>`` columns, run so that training cannot tell it happened: without gradients,
+    in eval mode with every module's own ``training`` flag restored afterwards (a hot-plug run keeps its
+    frozen parts in eval mode), on a fork of the global RNG (CPU and this process's CUDA device) seeded from
+    :func:`val_seed`, so any noise the model draws is the same at every validation."""
+    flags = [(m, m.training) for m in model.modules()]
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    try:
+        model.eval()
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            torch.manual_seed(val_seed(seed))
+            result = val_fn()
+    finally:
+        for m, flag in flags:
+            m.training = flag
+    if "loss" not in result:
+        raise ValueError(f"val_fn must return a dict with a 'loss' entry, got keys {sorted(result)}")
+    return {f"val_{k}": float(v) for k, v in result.items()}
+
+
+def _match_header(log, path: Path, fields: list[str]):
+    """A resumed log written under other columns (before validation was logged, say) is rewritten under
+    ``fields``, the old rows' missing cells left empty, so that every row follows the one header."""
+    log.flush()
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames == fields:
+            return log
+        rows = list(reader)
+    log.close()
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, restval="", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+    return path.open("a", newline="")
+
+
 def run_training(
     model: torch.nn.Module,
     params: Iterable[torch.nn.Parameter] | Iterable[dict],
@@ -112,6 +184,7 @@ def run_training(
     meta: dict,
     desc: str = "train",
     progress: bool = True,
+    val_fn: Callable[[], dict[str, float]] | None = None,
 ) -> dict:
     """Train ``params`` of ``model`` for ``cfg.steps`` steps; resumes from ``out_dir/last-<config hash>``.
 
@@ -120,8 +193,16 @@ def run_training(
     resolved ``config``) goes into every checkpoint; state saved under another config is neither resumed
     nor overwritten. ``params`` may also be AdamW parameter groups (dicts), each with an optional
     ``lr_scale``: that group's learning rate is ``lr_scale`` times the schedule's. Returns a summary dict.
+
+    ``val_fn()`` (optional; main rank only) returns the validation objective as ``{"loss": ..., <part>: ...}``;
+    it is called every ``cfg.val_every`` steps (``None``: ``cfg.ckpt_every``; 0: never) and at the last step,
+    after that step's update (:func:`_validate`). Its keys are asked once at the start, by one call whose
+    result is discarded, so that the log's header is fixed before the first row.
     """
     world = rank_and_world()[1]
+    val_every = cfg.ckpt_every if cfg.val_every is None else cfg.val_every
+    if val_every < 0:
+        raise InputError(f"{desc}: val_every {val_every} is negative (0 disables validation)")
     if cfg.batch_size % world:
         raise InputError(f"{desc}: batch_size {cfg.batch_size} is not a multiple of the {world} processes")
     out_dir = Path(out_dir)
@@ -145,6 +226,8 @@ def run_training(
             print(f"{desc}: resuming from {last}.safetensors at step {start}", file=sys.stderr)
     schedule = lr_scheduler(opt, cfg, start)
     broadcast_state(model)  # every rank starts from rank 0's weights
+    validate = val_fn is not None and val_every > 0 and is_main()
+    val_keys = list(_validate(model, val_fn, seed)) if validate and start < cfg.steps else []
     log, new_log = _open_log(log_path, log_bytes) if is_main() else (None, False)
     writer = None
     bar = progress_bar(range(start, cfg.steps), cfg.steps, desc, progress and is_main(), initial=start)
@@ -166,15 +249,19 @@ def run_training(
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
+            last_step = step + 1 == cfg.steps
+            val = _validate(model, val_fn, seed) if validate and ((step + 1) % val_every == 0 or last_step) else {}
             if log is not None:
                 row = {"step": step, "loss": loss_value, "lr": opt.param_groups[0]["lr"], **parts}
-                if writer is None:
-                    writer = csv.DictWriter(log, fieldnames=list(row))
+                if writer is None:  # the header: the first row's columns, then the validation's
+                    fields = [*row, *val_keys]
+                    log = log if new_log else _match_header(log, log_path, fields)
+                    writer = csv.DictWriter(log, fieldnames=fields, restval="")
                     if new_log:
                         writer.writeheader()
-                writer.writerow(row)
+                writer.writerow({**row, **val})
                 bar.set_postfix(loss=f"{loss_value:.4f}")
-            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+            if (step + 1) % cfg.ckpt_every == 0 or last_step:
                 if log is not None:
                     log.flush()
                 elapsed = seconds + time.perf_counter() - t0

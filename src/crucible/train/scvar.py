@@ -7,10 +7,14 @@
    ``cond_dropout`` for classifier-free guidance; ``lora`` trains only adapters + condition encoder.
 3. Sampling writes uint8 images for the first test scenes, conditioned (a) on ground-truth depth and
    (b) on CAM-aligned depth from every other condition type: the full CRUCIBLE pipeline.
+
+With a val split, training logs the same cross-entropy (eval mode: no condition dropout) on the frozen
+tokenizer's codes of its first ``val_scenes`` images as ``val_loss`` (the loop's validation, docs/design.md §8).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -22,8 +26,8 @@ from ..models.scvar import SCVAR, SCVARConfig, load_base_into
 from ..provenance import provenance
 from ..run_config import scvar_run
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
-from .loop import LoopConfig, run_training, shard, training_device
-from .tokenizer import load_tokenizer, tokenizer_config
+from .loop import LoopConfig, mean_over_batches, run_training, shard, training_device, val_batches
+from .tokenizer import load_tokenizer, tokenize_split, tokenizer_config
 
 __all__ = ["scvar_config", "train_scvar", "load_scvar", "sample_scvar"]
 
@@ -44,8 +48,9 @@ def _split_tokens(tokens_NL: torch.Tensor, scales) -> list[torch.Tensor]:
 
 
 def train_scvar(cfg: dict, variant: str, seed: int, tensors: Path, tokens: Path, tokenizer: Path, out_dir: Path,
-                base: Path | None = None, progress: bool = True) -> dict:
-    """Train the base (``variant == "base"``) or a variant started from ``base``."""
+                base: Path | None = None, progress: bool = True, val_tensors: Path | None = None) -> dict:
+    """Train the base (``variant == "base"``) or a variant started from ``base``; ``val_tensors`` (optional):
+    the val split, tokenized here (its first ``val_scenes`` images) for the logged ``val_loss``."""
     device = training_device()  # joins the torchrun group when launched by torchrun
     vq = load_tokenizer(tokenizer, cfg, device)  # builds a VQVAE (drawing from the RNG), then loads its weights
     data = SplitTensors(tensors)
@@ -63,6 +68,7 @@ def train_scvar(cfg: dict, variant: str, seed: int, tensors: Path, tokens: Path,
     cond_lr_scale = train_cfg.pop("cond_lr_scale", 1.0)
     loop = LoopConfig(**train_cfg)
     target = cfg["data"]["target"]
+    val_fn = _val_fn(model, vq, val_tensors, loop, target, cfg["tokenizer"]["eval"]["batch_size"], device)
 
     def loss_fn(step: int):
         idx = shard(torch.randint(len(data), (loop.batch_size,)))  # this rank's share of the batch
@@ -74,10 +80,32 @@ def train_scvar(cfg: dict, variant: str, seed: int, tensors: Path, tokens: Path,
 
     meta = {"config": scvar_run(cfg, variant), "seed": seed, "variant": variant}
     summary = run_training(model, model.param_groups(cond_lr_scale), loss_fn, loop, out_dir, seed, meta,
-                           f"scvar {variant} s{seed}", progress)
+                           f"scvar {variant} s{seed}", progress, val_fn=val_fn)
     save_checkpoint(Path(out_dir) / "model", model, {**meta, "scvar_config": vars(model.cfg),
                                                      "provenance": provenance(cfg, seed=seed, **summary)})
     return summary
+
+
+def _val_fn(model: SCVAR, vq, val_tensors: Path | None, loop: LoopConfig, target: str, tok_batch: int, device):
+    """The training cross-entropy on the fixed val batches (the frozen tokenizer's codes of the first
+    ``loop.val_scenes`` val images, tokenized once, as the tokenize rule does the train split); ``None``
+    without a val split."""
+    if val_tensors is None:
+        return None
+    val = SplitTensors(val_tensors)
+    batches = val_batches(len(val), loop.val_scenes, loop.batch_size)
+    if not batches:
+        return None
+    if model.cfg.uses_condition:
+        val.require([target])
+    codes_NL = tokenize_split(vq, val, tok_batch, n=loop.val_scenes)
+
+    def val_batch(idx: torch.Tensor) -> dict:
+        idx_list = [t.to(device) for t in _split_tokens(codes_NL[idx], vq.cfg.scales)]
+        cond = val.field(target, idx).to(device) if model.cfg.uses_condition else None
+        return {"loss": model.loss(model(vq.quantize.idx_to_var_input(idx_list), cond), idx_list)}
+
+    return partial(mean_over_batches, val_batch, batches)
 
 
 def load_scvar(path: Path, cfg: dict, vq, device="cpu") -> SCVAR:

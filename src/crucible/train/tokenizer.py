@@ -5,13 +5,15 @@ Loss: L1 + L2 reconstruction + the quantizer's VQ loss (codebook + β·commitmen
 R, G, B). VAR's tokenizer training code is not public; this one is ours. VAR adds perceptual and GAN losses,
 which need pretrained weights we cannot download; without them a short training learns luminance first and
 greys every reconstruction, so the chroma term (0: off) keeps part of the colour (README, "What the DAG
-builds"). Evaluation on the test split: reconstruction PSNR and SSIM (kornia), codebook usage and perplexity per
-scale.
+builds"). With a val split, the same loss on its first ``val_scenes`` images is logged as ``val_loss`` (the
+loop's ``val_fn``, docs/design.md §8). Evaluation on the test split: reconstruction PSNR and SSIM (kornia),
+codebook usage and perplexity per scale.
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -22,7 +24,7 @@ from ..models.tokenizer import VQVAE, TokenizerConfig
 from ..provenance import provenance
 from ..run_config import tokenizer_run
 from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
-from .loop import LoopConfig, run_training, shard, training_device
+from .loop import LoopConfig, mean_over_batches, run_training, shard, training_device, val_batches
 
 __all__ = ["chroma", "reconstruction_loss", "tokenizer_config", "train_tokenizer", "load_tokenizer", "eval_tokenizer",
            "tokenize_split",
@@ -54,7 +56,18 @@ def reconstruction_loss(rec: torch.Tensor, img: torch.Tensor, chroma_weight: flo
     return out
 
 
-def train_tokenizer(cfg: dict, seed: int, tensors: Path, out_dir: Path, progress: bool = True) -> dict:
+def tokenizer_objective(model: VQVAE, img01: torch.Tensor, chroma_weight: float) -> dict[str, torch.Tensor]:
+    """The training loss of images in [0, 1] (``total``: reconstruction + VQ) and its logged terms."""
+    img = _to_pm1(img01)
+    rec, vq_loss, info = model(img)
+    terms = reconstruction_loss(rec, img, chroma_weight)
+    return {**terms, "total": terms["total"] + vq_loss, "vq": vq_loss, "usage": info["usage_mean"]}
+
+
+def train_tokenizer(cfg: dict, seed: int, tensors: Path, out_dir: Path, progress: bool = True,
+                    val_tensors: Path | None = None) -> dict:
+    """Train the tokenizer on ``tensors`` (the train split); ``val_tensors`` (optional): the val split whose
+    first ``val_scenes`` images give the logged ``val_loss``."""
     torch.manual_seed(seed)  # before any module exists: initial weights are a function of the seed alone
     device = training_device()  # joins the torchrun group when launched by torchrun
     data = SplitTensors(tensors)
@@ -64,14 +77,24 @@ def train_tokenizer(cfg: dict, seed: int, tensors: Path, out_dir: Path, progress
     chroma_weight = float(cfg["tokenizer"].get("loss", {}).get("chroma_weight", 0.0))
 
     def loss_fn(step: int):
-        img = _to_pm1(data.field("image", shard(torch.randint(len(data), (loop.batch_size,))))).to(device)
-        rec, vq_loss, info = model(img)
-        terms = reconstruction_loss(rec, img, chroma_weight)
-        logged = {k: v.item() for k, v in terms.items() if k != "total"}
-        return terms["total"] + vq_loss, {**logged, "vq": vq_loss.item(), "usage": float(info["usage_mean"])}
+        img01 = data.field("image", shard(torch.randint(len(data), (loop.batch_size,)))).to(device)
+        terms = tokenizer_objective(model, img01, chroma_weight)
+        return terms.pop("total"), {k: v.item() if torch.is_tensor(v) else float(v) for k, v in terms.items()}
+
+    val_fn = None
+    if val_tensors is not None:
+        val = SplitTensors(val_tensors)
+
+        def val_batch(idx):  # the same objective on a fixed val batch; the usage statistic is no loss term
+            terms = tokenizer_objective(model, val.field("image", idx).to(device), chroma_weight)
+            return {"loss": terms.pop("total"), **{k: v for k, v in terms.items() if k != "usage"}}
+
+        batches = val_batches(len(val), loop.val_scenes, loop.batch_size)
+        val_fn = partial(mean_over_batches, val_batch, batches) if batches else None
 
     meta = {"config": tokenizer_run(cfg, seed), "seed": seed}
-    summary = run_training(model, model.parameters(), loss_fn, loop, out_dir, seed, meta, "tokenizer", progress)
+    summary = run_training(model, model.parameters(), loss_fn, loop, out_dir, seed, meta, "tokenizer", progress,
+                           val_fn=val_fn)
     save_checkpoint(Path(out_dir) / "model", model, {**meta, "tokenizer_config": tok_cfg.to_dict(),
                                                      "provenance": provenance(cfg, seed=seed, **summary)})
     return summary
@@ -90,12 +113,13 @@ def load_tokenizer(path: Path, cfg: dict | None = None, device="cpu") -> VQVAE:
 
 
 @torch.no_grad()
-def tokenize_split(model: VQVAE, data: SplitTensors, batch: int) -> torch.Tensor:
-    """(N, L) code indices of every image of a split, all scales concatenated (L = Σ pn²)."""
+def tokenize_split(model: VQVAE, data: SplitTensors, batch: int, n: int | None = None) -> torch.Tensor:
+    """(N, L) code indices of every image of a split (of its first ``n``), all scales concatenated (L = Σ pn²)."""
     device = next(model.parameters()).device
+    n = len(data) if n is None else min(n, len(data))
     out = []
-    for s in range(0, len(data), batch):
-        img = _to_pm1(data.field("image", torch.arange(s, min(len(data), s + batch)))).to(device)
+    for s in range(0, n, batch):
+        img = _to_pm1(data.field("image", torch.arange(s, min(n, s + batch)))).to(device)
         out.append(torch.cat(model.img_to_idx(img), dim=1).cpu())
     return torch.cat(out)
 
