@@ -295,6 +295,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, required=True, help="training seed of the benchmarked models")
     sp.add_argument("--quiet", action="store_true")
 
+    from .evaluation.stages.gpu_check import add_gpu_check_verb
+    add_gpu_check_verb(sub, "gpu-check")  # README "Scaling out": one GPU's step time, MFU, sampling latency
+
     sp = sub.add_parser("aggregate", help="tidy table of all results, mean/std/Student-t CI, paired tests with Holm")
     sp.add_argument("evals", nargs="+", metavar="EVAL_JSON", help="result files (eval.json, bench.json, ...)")
     sp.add_argument("--out", required=True, help="output folder: results.csv, summary.csv, paired.csv")
