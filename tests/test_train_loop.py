@@ -1,11 +1,13 @@
 """The shared training loop: resume is bit-identical, NaN never overwrites a good checkpoint, bad
-checkpoints are refused by name, the learning-rate schedule is the closed form at every step."""
+checkpoints are refused by name, the learning-rate schedule is the closed form at every step, grad_accum
+micro-batches give the whole batch's gradient."""
 
 import csv
 import math
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from crucible.train import (
     CheckpointError,
@@ -353,3 +355,45 @@ def test_a_log_resumed_with_validation_gets_its_columns(tmp_path):
     rows = read_rows(tmp_path / "loss.csv")
     assert [int(r["step"]) for r in rows] == list(range(12)) and None not in rows[-1]
     assert [int(r["step"]) for r in rows if r["val_loss"]] == [7, 11]
+
+
+
+# ---- gradient accumulation: grad_accum micro-batches of the step's batch, their mean gradient ----------------
+def _accum_run(tmp_path, n: int, batch: int = 8):
+    """One step with grad_accum ``n``: (weights, the gradient AdamW stepped with, each call's indices, log row)."""
+    from crucible.train import shard
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))  # no dropout
+    taken, grads = [], []
+
+    def loss_fn(step):
+        taken.append(shard(torch.randint(0, 64, (batch,))))
+        return torch.nn.functional.mse_loss(model(X[taken[-1]]), Y[taken[-1]]), {"x_sum": X[taken[-1]].sum().item()}
+
+    hook = register_optimizer_step_pre_hook(lambda opt, *_: grads.extend(p.grad.clone() for p in model.parameters()))
+    try:
+        run_training(model, model.parameters(), loss_fn, LoopConfig(steps=1, lr=1e-2, batch_size=batch, grad_clip=0.0,
+                     grad_accum=n), tmp_path / f"accum{n}", seed=3, meta=META, progress=False)
+    finally:
+        hook.remove()
+    with (tmp_path / f"accum{n}" / "loss.csv").open() as f:
+        return [p.detach() for p in model.parameters()], grads, taken, next(csv.DictReader(f))
+
+
+def test_grad_accum_averages_micro_batches_of_the_same_batch(tmp_path):
+    w1, g1, (full,), row1 = _accum_run(tmp_path, 1)
+    torch.manual_seed(0)  # the initial weights, for the logged loss: the mean of the micro-batches' losses
+    model = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    for n in (2, 4):
+        w, g, taken, row = _accum_run(tmp_path, n)
+        assert len(taken) == n and torch.equal(torch.cat(taken), full)  # the step's samples, split in n
+        for a, b, wa, wb in zip(g, g1, w, w1, strict=True):  # the whole batch's gradient up to summation order
+            assert (a - b).abs().max() <= 1e-6 * b.abs().max(), n
+            torch.testing.assert_close(wa, wb, rtol=1e-6, atol=1e-7)
+        with torch.no_grad():
+            losses = [float(torch.nn.functional.mse_loss(model(X[i]), Y[i])) for i in taken]
+        assert float(row["loss"]) == sum(losses) / n
+        assert math.isclose(float(row["loss"]), float(row1["loss"]), rel_tol=1e-6)
+        assert float(row["x_sum"]) == pytest.approx(float(row1["x_sum"]) / n, rel=1e-6)  # a part: the mean too
+

@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-__all__ = ["Problem", "RULES", "check", "batch_vs_world", "scvar_variant_config"]
+__all__ = ["Problem", "RULES", "check", "batch_vs_world", "scvar_variant_config", "train_loops"]
 
 
 class Problem(NamedTuple):
@@ -280,26 +280,63 @@ def sample_counts(cfg: dict) -> Iterator[Problem]:
                       "scenes", ("evaluation.pr_k", *keys))
 
 
-# 5. distributed training ------------------------------------------------------------------------------
+# 5. batches: gradient accumulation and distributed training ---------------------------------------------
+def train_loops(cfg: dict) -> dict[str, dict]:
+    """The sections read as crucible.train.loop.LoopConfig, by dotted key (the ones that may set grad_accum)."""
+    return {"cam.train": cfg["cam"]["train"], "cam.hotplug.train": cfg["cam"]["hotplug"]["train"],
+            "tokenizer.train": cfg["tokenizer"]["train"], "scvar.base_train": cfg["scvar"]["base_train"],
+            "scvar.train": cfg["scvar"]["train"]}
+
+
+def _cam_share(cfg: dict) -> int:
+    """CAM draws an equal share of its batch per seen condition type (crucible.train.cam)."""
+    return max(1, cfg["cam"]["train"]["batch_size"] // len(cfg["data"]["seen"]))
+
+
+@rule
+def grad_accum_splits_the_batch(cfg: dict) -> Iterator[Problem]:
+    """A step of grad_accum n averages n equal micro-batches of batch_size / n (crucible.train.loop): the batch,
+    and CAM's share per seen condition type, split into n."""
+    for key, loop in train_loops(cfg).items():
+        b, n = loop["batch_size"], loop.get("grad_accum", 1)
+        if b % n:
+            yield Problem(f"{key}.batch_size = {b} does not split into {key}.grad_accum = {n} equal micro-batches; "
+                          f"use a multiple of {n} (the effective batch stays batch_size)",
+                          (f"{key}.batch_size", f"{key}.grad_accum"))
+        elif key == "cam.train" and _cam_share(cfg) % n:
+            seen = len(cfg["data"]["seen"])
+            yield Problem(f"cam.train.batch_size = {b} gives {_cam_share(cfg)} scenes per seen condition type ({seen}, "
+                          f"data.seen), which do not split into cam.train.grad_accum = {n} micro-batches; use a "
+                          f"multiple of {seen * n}", ("cam.train.batch_size", "cam.train.grad_accum", "data.seen"))
+
+
 def batch_vs_world(cfg: dict, world: int) -> Iterator[Problem]:
-    """Under ``torchrun`` every global batch splits evenly over the processes (crucible.train.distributed);
-    CAM draws an equal share of its batch per seen condition type, and each share is split."""
+    """Under ``torchrun`` every global batch splits evenly over the processes (crucible.train.distributed),
+    and each process's share into its grad_accum micro-batches; CAM draws an equal share of its batch per seen
+    condition type, and each share is split. A batch that grad_accum alone cannot split is
+    :func:`grad_accum_splits_the_batch`'s problem, not repeated here."""
     if world <= 1:
         return
-    batches = {f"{s}.{t}.batch_size": cfg[s][t]["batch_size"] for s, t in
-               (("cam", "train"), ("tokenizer", "train"), ("scvar", "base_train"), ("scvar", "train"),
-                ("judges", "train"))}
-    batches["cam.hotplug.train.batch_size"] = cfg["cam"]["hotplug"]["train"]["batch_size"]
-    for key, b in batches.items():
-        if b % world:
-            yield Problem(f"{key} = {b} does not split evenly over the {world} processes (WORLD_SIZE); use a "
-                          "multiple of it", (key,))
-    seen = len(cfg["data"]["seen"])
-    share = max(1, cfg["cam"]["train"]["batch_size"] // seen)
-    if share % world:
+    loops = train_loops(cfg)
+    sizes = {f"{k}.batch_size": (loop["batch_size"], loop.get("grad_accum", 1)) for k, loop in loops.items()}
+    sizes["judges.train.batch_size"] = (cfg["judges"]["train"]["batch_size"], 1)
+    for key, (b, n) in sizes.items():
+        if b % n == 0 and b % (world * n):
+            if n == 1:
+                yield Problem(f"{key} = {b} does not split evenly over the {world} processes (WORLD_SIZE); use a "
+                              "multiple of it", (key,))
+            else:
+                gkey = key.replace(".batch_size", ".grad_accum")
+                yield Problem(f"{key} = {b} does not split evenly over the {world} processes (WORLD_SIZE) times "
+                              f"{gkey} = {n} micro-batches; use a multiple of {world * n}", (key, gkey))
+    seen, n = len(cfg["data"]["seen"]), loops["cam.train"].get("grad_accum", 1)
+    share = _cam_share(cfg)
+    if share % n == 0 and share % (world * n):
+        accum = f" times cam.train.grad_accum = {n} micro-batches" if n > 1 else ""
         yield Problem(f"cam.train.batch_size = {cfg['cam']['train']['batch_size']} gives {share} scenes per seen "
-                      f"condition type ({seen}, data.seen), which do not split over the {world} processes; use a "
-                      f"multiple of {seen * world}", ("cam.train.batch_size", "data.seen"))
+                      f"condition type ({seen}, data.seen), which do not split over the {world} processes{accum}; "
+                      f"use a multiple of {seen * world * n}",
+                      ("cam.train.batch_size", "data.seen", *(("cam.train.grad_accum",) if n > 1 else ())))
 
 
 # 6. every model config builds ---------------------------------------------------------------------------

@@ -1,7 +1,10 @@
 """Provenance of every result and checkpoint: code commit, config hash, seed, data hash, versions, device.
 
 docs/design.md §8: every results file records the git commit, config hash, seed, dataset hash, metric
-backbone, library versions and device. The files themselves are written atomically by ``crucible.atomic``.
+backbone, library versions and device, and beside the device the effective ``compute`` setting on it
+(``precision``: fp32, bf16 or fp16; ``tf32``): what training and SCVAR sampling run under on that device
+(``crucible.train.precision``; evaluation metrics compute in fp32). The files themselves are written atomically
+by ``crucible.atomic``.
 """
 
 from __future__ import annotations
@@ -45,12 +48,18 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def device_info(device: torch.device | str | None = None) -> dict:
+def device_info(device: torch.device | str | None = None, compute: dict | None = None) -> dict:
+    """The device and, with ``compute`` (a config's ``compute`` section, ``{}`` for its defaults), the effective
+    ``precision`` and ``tf32`` on it."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     info = {"device": str(device), "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or
             platform.machine(), "cpu_count": os.cpu_count()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+    if compute is not None:
+        from .train.precision import resolve_precision  # here: crucible.train imports this module
+
+        info.update(resolve_precision(compute, device).record())
     return info
 
 
@@ -62,7 +71,7 @@ def dataset_hash(root: Path) -> str:
 
 def provenance(cfg: dict, seed: int | None = None, data_root: Path | None = None, **extra) -> dict:
     rec = {"git_commit": git_commit(), "config_hash": config_hash(cfg), "profile": cfg.get("profile"),
-           "seed": seed, "libraries": library_versions(), **device_info()}
+           "seed": seed, "libraries": library_versions(), **device_info(compute=cfg.get("compute") or {})}
     if data_root is not None:
         rec["dataset_hash"] = dataset_hash(data_root)
     rec.update(extra)

@@ -24,6 +24,7 @@ from ..provenance import provenance
 from ..run_config import cam_run, hotplug_run
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .loop import LoopConfig, mean_over_batches, run_training, shard, training_device, val_batches
+from .precision import resolve_precision
 
 __all__ = ["cam_config", "cam_run_config", "resize", "aligned_depth", "build_cam", "load_cam", "train_cam",
            "train_hotplug", "hotplug_subset"]
@@ -154,7 +155,7 @@ def train_cam(cfg: dict, variant: str, seed: int, tensors: Path, out_dir: Path, 
                   device)
     val_fn = _val_fn(model, val_tensors, sources, target, loop, cfg["cam"]["resolution"], device)
     summary = run_training(model, model.parameters(), fn, loop, out_dir, seed, meta, f"cam {variant} s{seed}",
-                           progress, val_fn=val_fn)
+                           progress, val_fn=val_fn, precision=resolve_precision(cfg.get("compute"), device))
     prov = provenance(cfg, seed=seed, train_seconds=summary["seconds"], tensors=str(tensors))
     _save_model(model, Path(out_dir) / "model", cfg, {**meta, "provenance": prov})
     return summary
@@ -178,6 +179,7 @@ def train_hotplug(cfg: dict, cond: str, n: int, seed: int, base_path: Path, tens
     _check_sources(cfg, data, [cond])
     target, res = cfg["data"]["target"], cfg["cam"]["resolution"]
     loop = LoopConfig(**cfg["cam"]["hotplug"]["train"])
+    precision = resolve_precision(cfg.get("compute"), device)
     pool = hotplug_subset(len(data), n, seed)
     channels = data.field(cond, slice(0, 1)).shape[1]
     out_dir = Path(out_dir)
@@ -194,7 +196,7 @@ def train_hotplug(cfg: dict, cond: str, n: int, seed: int, base_path: Path, tens
             "base": str(base_path)}
     summary = run_training(model, params, _loss_fn(model, data, [cond], target, pool, loop.batch_size, res, device),
                            loop, out_dir / "hotplug", seed, meta, f"hotplug {cond} n{n}", progress,
-                           val_fn=_val_fn(model, val_tensors, [cond], target, loop, res, device))
+                           val_fn=_val_fn(model, val_tensors, [cond], target, loop, res, device), precision=precision)
     result["seconds"]["hotplug"] = summary["seconds"]
     after = model.state_dict()
     changed = [k for k, v in frozen.items() if not torch.equal(v, after[k])]
@@ -209,7 +211,8 @@ def train_hotplug(cfg: dict, cond: str, n: int, seed: int, base_path: Path, tens
     summary = run_training(scratch, scratch.parameters(), _loss_fn(scratch, data, [cond], target, pool,
                                                                    loop.batch_size, res, device),
                            loop, out_dir / "scratch", seed, meta, f"scratch {cond} n{n}", progress,
-                           val_fn=_val_fn(scratch, val_tensors, [cond], target, loop, res, device))
+                           val_fn=_val_fn(scratch, val_tensors, [cond], target, loop, res, device),
+                           precision=precision)
     result["seconds"]["scratch"] = summary["seconds"]
     _save_model(scratch, out_dir / "scratch" / "model", cfg, {**meta, "provenance": provenance(cfg, seed=seed)})
     return result

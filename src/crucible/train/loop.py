@@ -18,6 +18,16 @@ The checkpoint ``last-<config hash>.*`` and its loss log ``last-<config hash>.cs
 outputs, so Snakemake's removal of an interrupted job's outputs leaves them, and the rerun resumes;
 ``loss.csv`` is copied from the log at the end. Under ``torchrun`` the same loop trains data-parallel
 (``distributed.py``): gradients are averaged over ranks after ``backward`` and only rank 0 writes.
+
+Gradient accumulation (``grad_accum`` = n > 1) runs ``loss_fn(step)`` n times per step, each time from the
+step's seed, so every call draws the same global batch; :func:`shard` hands call i the i-th of n equal slices of
+this rank's share, then moves it onto its own random stream (as ``distributed.shard`` does per rank), and the
+gradients of the n micro-batch losses, each divided by n, add up to the mean gradient of the whole batch. The
+samples of step t are those of the one-call step t; noise drawn after the first :func:`shard` (CAM posterior
+samples and its second condition type's indices, SCVAR condition dropout) and batch statistics (CAM's ActNorm
+initialization on its first batch) differ, so only the tokenizer and the SCVAR base (without dropout) reach
+the same weights up to summation order. The forward pass and loss run under the run's :class:`Precision`
+(``precision.py``; fp32 by default, without autocast), the optimizer step in fp32.
 """
 
 from __future__ import annotations
@@ -47,14 +57,17 @@ from .distributed import (
     is_main,
     mean_over_ranks,
     rank_and_world,
-    shard,
     training_device,
 )
+from .distributed import shard as rank_share
+from .precision import Precision
 
 __all__ = ["LoopConfig", "NonFiniteLossError", "step_seed", "val_seed", "lr_factor", "lr_scheduler", "run_training",
            "val_batches", "mean_over_batches", "shard", "training_device"]
 
 VAL_TAG = 0x76616C  # "val": the validation's noise is seeded from (seed, this tag), the same at every step
+MICRO_TAG = 0x6D6963  # "mic": spawn key of a micro-batch's random stream (grad_accum > 1)
+_micro = {"seed": 0, "step": 0, "index": 0, "of": 1, "calls": 0}  # the micro-batch the loop is in
 
 
 @dataclass
@@ -69,6 +82,7 @@ class LoopConfig:
     ckpt_every: int = 100        # resumable checkpoint interval (and at the last step)
     val_every: int | None = None  # validation interval (and at the last step); None: ckpt_every; 0: none
     val_scenes: int = 64         # the trainers' fixed validation batches: the first val_scenes val scenes
+    grad_accum: int = 1          # micro-batches per optimizer step, each of batch_size / grad_accum scenes
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -84,6 +98,24 @@ def val_seed(seed: int) -> int:
     """Seed of the validation's noise: fixed for the run (every validation draws the same noise), and not a
     step's seed (its spawn key sets it apart from :func:`step_seed`'s streams)."""
     return int(np.random.SeedSequence([seed, VAL_TAG], spawn_key=(1,)).generate_state(1)[0])
+
+
+def shard(idx: torch.Tensor) -> torch.Tensor:
+    """This process's share of a global batch of indices (``distributed.shard``: ``idx[rank::world]``) and, with
+    ``grad_accum`` n > 1, of that the current micro-batch: the i-th of n equal contiguous slices, after which
+    the rest of the call draws from the micro-batch's own stream (seeded by seed, step, rank, i and the call),
+    so that the n micro-batches do not share their noise."""
+    mine, n = rank_share(idx), _micro["of"]
+    if n == 1:
+        return mine
+    if len(mine) % n:
+        raise InputError(f"a batch of {len(idx)} ({len(mine)} in this process) does not split into grad_accum = {n} "
+                         f"equal micro-batches; make the batch size (per condition type for CAM) a multiple of "
+                         f"grad_accum times the number of processes")
+    _micro["calls"] += 1
+    key = [_micro["seed"], _micro["step"], rank_and_world()[0], _micro["index"], _micro["calls"]]
+    torch.manual_seed(int(np.random.SeedSequence(key, spawn_key=(MICRO_TAG,)).generate_state(1)[0]))
+    return mine.tensor_split(n)[_micro["index"]]
 
 
 def val_batches(n_scenes: int, val_scenes: int, batch_size: int) -> list[torch.Tensor]:
@@ -185,6 +217,7 @@ def run_training(
     desc: str = "train",
     progress: bool = True,
     val_fn: Callable[[], dict[str, float]] | None = None,
+    precision: Precision | None = None,
 ) -> dict:
     """Train ``params`` of ``model`` for ``cfg.steps`` steps; resumes from ``out_dir/last-<config hash>``.
 
@@ -198,13 +231,23 @@ def run_training(
     it is called every ``cfg.val_every`` steps (``None``: ``cfg.ckpt_every``; 0: never) and at the last step,
     after that step's update (:func:`_validate`). Its keys are asked once at the start, by one call whose
     result is discarded, so that the log's header is fixed before the first row.
+
+    ``precision`` (:func:`~crucible.train.precision.resolve_precision` of the config's ``compute``; ``None``:
+    fp32 without TF32) sets the autocast around ``loss_fn`` and the TF32 flags during the run; the effective
+    values go into every checkpoint's meta and the returned summary. With ``cfg.grad_accum`` n > 1,
+    ``loss_fn`` is called n times per step and must take its batch with :func:`shard` (module docstring).
     """
-    world = rank_and_world()[1]
+    world, n_micro = rank_and_world()[1], cfg.grad_accum
     val_every = cfg.ckpt_every if cfg.val_every is None else cfg.val_every
     if val_every < 0:
         raise InputError(f"{desc}: val_every {val_every} is negative (0 disables validation)")
-    if cfg.batch_size % world:
-        raise InputError(f"{desc}: batch_size {cfg.batch_size} is not a multiple of the {world} processes")
+    if not isinstance(n_micro, int) or n_micro < 1:
+        raise InputError(f"{desc}: grad_accum = {n_micro!r} must be an integer >= 1 (1: no accumulation)")
+    if cfg.batch_size % (world * n_micro):
+        of = f"the {world} processes" if n_micro == 1 else f"grad_accum = {n_micro} times the {world} process(es)"
+        raise InputError(f"{desc}: batch_size {cfg.batch_size} is not a multiple of {of}")
+    precision = precision or Precision(device_type=_device_type(model))
+    scaler = precision.grad_scaler()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     groups = [g if isinstance(g, dict) else {"params": [g]} for g in params]
@@ -222,8 +265,14 @@ def run_training(
         load_weights(model, tensors, source=str(last))
         opt.load_state_dict(_optimizer_state(tensors, ck))
         start, seconds, log_bytes = ck["step"] + 1, ck["seconds"], ck.get("log_bytes")
+        if scaler is not None and "grad_scaler" in ck:
+            scaler.load_state_dict(ck["grad_scaler"])
         if is_main():
             print(f"{desc}: resuming from {last}.safetensors at step {start}", file=sys.stderr)
+            was = {"precision": ck.get("precision", "fp32"), "tf32": ck.get("tf32", False)}
+            if was != precision.record():
+                print(f"{desc}: the checkpoint was trained under {was}, the run goes on under "
+                      f"{precision.record()} (compute.precision / compute.tf32)", file=sys.stderr)
     schedule = lr_scheduler(opt, cfg, start)
     broadcast_state(model)  # every rank starts from rank 0's weights
     validate = val_fn is not None and val_every > 0 and is_main()
@@ -233,42 +282,48 @@ def run_training(
     bar = progress_bar(range(start, cfg.steps), cfg.steps, desc, progress and is_main(), initial=start)
     t0 = time.perf_counter()
     try:
-        for step in bar:
-            torch.manual_seed(step_seed(seed, step))
-            begin_step(seed, step)
-            loss, parts = loss_fn(step)
-            loss_value, *part_values = mean_over_ranks([float(loss.detach()), *parts.values()])
-            parts = dict(zip(parts, part_values, strict=True))
-            if not math.isfinite(loss_value):
-                raise NonFiniteLossError(
-                    f"{desc}: non-finite loss {loss_value} at step {step} (parts {parts}); the last good "
-                    f"checkpoint {last}.safetensors is kept; lower the learning rate or check the data")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            all_reduce_grads(params)  # data-parallel: the mean gradient of the global batch
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            last_step = step + 1 == cfg.steps
-            val = _validate(model, val_fn, seed) if validate and ((step + 1) % val_every == 0 or last_step) else {}
-            if log is not None:
-                row = {"step": step, "loss": loss_value, "lr": opt.param_groups[0]["lr"], **parts}
-                if writer is None:  # the header: the first row's columns, then the validation's
-                    fields = [*row, *val_keys]
-                    log = log if new_log else _match_header(log, log_path, fields)
-                    writer = csv.DictWriter(log, fieldnames=fields, restval="")
-                    if new_log:
-                        writer.writeheader()
-                writer.writerow({**row, **val})
-                bar.set_postfix(loss=f"{loss_value:.4f}")
-            if (step + 1) % cfg.ckpt_every == 0 or last_step:
+        with precision.matmul_mode():
+            for step in bar:
+                opt.zero_grad(set_to_none=True)
+                values, keys = _forward_backward(loss_fn, step, seed, n_micro, precision, scaler, desc)
+                loss_value, *part_values = mean_over_ranks(values)
+                parts = dict(zip(keys, part_values, strict=True))
+                if not math.isfinite(loss_value):
+                    raise NonFiniteLossError(
+                        f"{desc}: non-finite loss {loss_value} at step {step} (parts {parts}); the last good "
+                        f"checkpoint {last}.safetensors is kept; lower the learning rate or check the data")
+                all_reduce_grads(params)  # data-parallel: the mean gradient of the global batch
+                if scaler is not None:
+                    scaler.unscale_(opt)  # after the reduction: every rank sees the same inf/NaN, skips alike
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                if scaler is not None:
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    opt.step()
+                last_step = step + 1 == cfg.steps
+                val = _validate(model, val_fn, seed) if validate and ((step + 1) % val_every == 0 or last_step) else {}
                 if log is not None:
-                    log.flush()
-                elapsed = seconds + time.perf_counter() - t0
-                save_checkpoint(last, model, {**meta, "step": step, "seconds": elapsed, "world_size": world,
-                                              "log_bytes": log_path.stat().st_size if log is not None else None,
-                                              "loop": asdict(cfg)}, optimizer=opt)
-            schedule.step()  # the rates of step + 1
+                    row = {"step": step, "loss": loss_value, "lr": opt.param_groups[0]["lr"], **parts}
+                    if writer is None:  # the header: the first row's columns, then the validation's
+                        fields = [*row, *val_keys]
+                        log = log if new_log else _match_header(log, log_path, fields)
+                        writer = csv.DictWriter(log, fieldnames=fields, restval="")
+                        if new_log:
+                            writer.writeheader()
+                    writer.writerow({**row, **val})
+                    bar.set_postfix(loss=f"{loss_value:.4f}")
+                if (step + 1) % cfg.ckpt_every == 0 or last_step:
+                    if log is not None:
+                        log.flush()
+                    elapsed = seconds + time.perf_counter() - t0
+                    scaler_state = {"grad_scaler": scaler.state_dict()} if scaler is not None else {}
+                    save_checkpoint(last, model, {**meta, "step": step, "seconds": elapsed, "world_size": world,
+                                                  "log_bytes": log_path.stat().st_size if log is not None else None,
+                                                  "loop": asdict(cfg), **precision.record(), **scaler_state},
+                                    optimizer=opt)
+                schedule.step()  # the rates of step + 1
     finally:
         if log is not None:
             log.close()
@@ -277,7 +332,44 @@ def run_training(
         shutil.copyfile(log_path, out_dir / "loss.csv.tmp")
         (out_dir / "loss.csv.tmp").replace(out_dir / "loss.csv")
     total = seconds + time.perf_counter() - t0
-    return {"steps": cfg.steps, "seconds": total, "resumed_from": start, "world_size": world}
+    return {"steps": cfg.steps, "seconds": total, "resumed_from": start, "world_size": world, **precision.record()}
+
+
+def _device_type(model: torch.nn.Module) -> str:
+    return next(iter(model.parameters()), torch.empty(0)).device.type
+
+
+def _forward_backward(loss_fn: Callable, step: int, seed: int, n: int, precision: Precision,
+                      scaler: torch.amp.GradScaler | None, desc: str) -> tuple[list, list[str]]:
+    """The gradients of step ``step`` (accumulated into ``.grad``) and its logged values ``[loss, *parts]``
+    with the parts' names: one ``loss_fn`` call, or with ``n`` micro-batches the mean over them of the loss
+    and every part, each micro-batch's loss divided by ``n`` before its backward pass. Every call starts from
+    the step's seed, so that each draws the step's global batch, of which :func:`shard` gives it its slice."""
+    values: list = []
+    keys: list[str] = []
+    try:
+        for micro in range(n):
+            torch.manual_seed(step_seed(seed, step))
+            begin_step(seed, step)
+            _micro.update(seed=seed, step=step, index=micro, of=n, calls=0)
+            with precision.autocast():
+                loss, parts = loss_fn(step)
+            if n > 1 and not _micro["calls"]:
+                raise InputError(f"{desc}: grad_accum = {n} needs a loss_fn that takes its batch with "
+                                 "crucible.train.loop.shard; this one never called it, so every micro-batch would be "
+                                 "the whole batch")
+            if micro == 0:
+                keys = list(parts)
+            elif list(parts) != keys:
+                raise ValueError(f"{desc}: micro-batch {micro} logged parts {list(parts)}, the first {keys}")
+            values.append([float(loss.detach()), *parts.values()])
+            loss = loss / n if n > 1 else loss
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+    finally:
+        _micro.update(index=0, of=1, calls=0)
+    if n == 1:
+        return values[0], keys  # as loss_fn gave them (a part may be a 0-d tensor)
+    return [sum(float(v) for v in column) / n for column in zip(*values, strict=True)], keys
 
 
 def _merge_groups(groups: list[dict]) -> list[dict]:

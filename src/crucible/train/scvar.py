@@ -27,6 +27,7 @@ from ..provenance import provenance
 from ..run_config import scvar_run
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .loop import LoopConfig, mean_over_batches, run_training, shard, training_device, val_batches
+from .precision import resolve_precision
 from .tokenizer import load_tokenizer, tokenize_split, tokenizer_config
 
 __all__ = ["scvar_config", "train_scvar", "load_scvar", "sample_scvar"]
@@ -80,7 +81,8 @@ def train_scvar(cfg: dict, variant: str, seed: int, tensors: Path, tokens: Path,
 
     meta = {"config": scvar_run(cfg, variant), "seed": seed, "variant": variant}
     summary = run_training(model, model.param_groups(cond_lr_scale), loss_fn, loop, out_dir, seed, meta,
-                           f"scvar {variant} s{seed}", progress, val_fn=val_fn)
+                           f"scvar {variant} s{seed}", progress, val_fn=val_fn,
+                           precision=resolve_precision(cfg.get("compute"), device))
     save_checkpoint(Path(out_dir) / "model", model, {**meta, "scvar_config": vars(model.cfg),
                                                      "provenance": provenance(cfg, seed=seed, **summary)})
     return summary
@@ -127,8 +129,12 @@ def _cam_depth(cam_path: Path, data: SplitTensors, cond: str, idx: torch.Tensor,
 def sample_scvar(cfg: dict, model_path: Path, tokenizer: Path, tensors: Path, seed: int, out: Path,
                  cam_models: dict[str, Path]) -> dict[str, int]:
     """Images for the first ``scvar.sample.scenes`` test scenes per condition source; writes ``out``
-    (safetensors: source -> uint8 (N,3,H,W)). ``cam_models``: source type -> CAM checkpoint aligning it."""
+    (safetensors: source -> uint8 (N,3,H,W)). ``cam_models``: source type -> CAM checkpoint aligning it.
+
+    The transformer runs under ``compute.precision`` (``precision.py``; the CAM aligners and the tokenizer's
+    decoder in fp32); a precision other than plain fp32 is recorded in the file's header."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    precision = resolve_precision(cfg.get("compute"), device)
     s = cfg["scvar"]["sample"]
     vq = load_tokenizer(tokenizer, cfg, device)
     model = load_scvar(model_path, cfg, vq, device)
@@ -145,9 +151,13 @@ def sample_scvar(cfg: dict, model_path: Path, tokenizer: Path, tensors: Path, se
             if model.cfg.uses_condition:
                 cond = (data.field(cfg["data"]["target"], idx).to(device) if cam_path is None else
                         _cam_depth(cam_path, data, src, idx, cfg["cam"]["resolution"], size, device))
-            img = model.generate_images(vq, len(idx), cond, cfg_scale=s["cfg_scale"], top_k=s["top_k"],
-                                        top_p=s["top_p"], generator=gen)
+            with precision.matmul_mode():
+                img = model.generate_images(vq, len(idx), cond, cfg_scale=s["cfg_scale"], top_k=s["top_k"],
+                                            top_p=s["top_p"], generator=gen, amp_dtype=precision.dtype)
             chunks.append(((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu())
         images[src] = torch.cat(chunks)
-    write_tensors(images, out, metadata={"scenes": str(n), "seed": str(seed)})
+    header = {"scenes": str(n), "seed": str(seed)}
+    if precision.record() != {"precision": "fp32", "tf32": False}:  # fp32 files keep the header they always had
+        header.update(precision=precision.name, tf32=str(precision.tf32).lower())
+    write_tensors(images, out, metadata=header)
     return {k: int(v.shape[0]) for k, v in images.items()}

@@ -25,6 +25,7 @@ from ..provenance import provenance
 from ..run_config import tokenizer_run
 from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from .loop import LoopConfig, mean_over_batches, run_training, shard, training_device, val_batches
+from .precision import resolve_precision
 
 __all__ = ["chroma", "reconstruction_loss", "tokenizer_config", "train_tokenizer", "load_tokenizer", "eval_tokenizer",
            "tokenize_split",
@@ -94,7 +95,7 @@ def train_tokenizer(cfg: dict, seed: int, tensors: Path, out_dir: Path, progress
 
     meta = {"config": tokenizer_run(cfg, seed), "seed": seed}
     summary = run_training(model, model.parameters(), loss_fn, loop, out_dir, seed, meta, "tokenizer", progress,
-                           val_fn=val_fn)
+                           val_fn=val_fn, precision=resolve_precision(cfg.get("compute"), device))
     save_checkpoint(Path(out_dir) / "model", model, {**meta, "tokenizer_config": tok_cfg.to_dict(),
                                                      "provenance": provenance(cfg, seed=seed, **summary)})
     return summary

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -229,11 +231,15 @@ class SCVAR(nn.Module):
         generator: torch.Generator | None = None,
         use_kv_cache: bool = True,
         quantizer: MultiScaleQuantizer | None = None,
+        amp_dtype: torch.dtype | None = None,
     ) -> list[torch.Tensor]:
         """Sample B images scale by scale; returns per-scale indices [(B, pn*pn)].
 
         With a condition and cfg_scale w != 0, logits = (1 + w) * logits(c) - w * logits(null).
-        Without the KV cache every scale reruns the whole prefix with the masks (the reference path)."""
+        Without the KV cache every scale reruns the whole prefix with the masks (the reference path).
+        ``amp_dtype`` (bf16/fp16; ``None``: fp32) autocasts the transformer's forward passes (condition encoder,
+        input embedding, blocks, head); the logits are cast back to fp32 before guidance and sampling, and the
+        tokenizer's accumulated f̂ stays fp32 (README "Scaling out")."""
         quant = quantizer if quantizer is not None else (self._quantizer[0] if self._quantizer else None)
         if quant is None:
             raise RuntimeError(
@@ -242,7 +248,7 @@ class SCVAR(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            return self._generate(quant, B, cond, cfg_scale, top_k, top_p, generator, use_kv_cache)
+            return self._generate(quant, B, cond, cfg_scale, top_k, top_p, generator, use_kv_cache, amp_dtype)
         finally:
             self.kv_caching(False)
             self.train(was_training)
@@ -257,11 +263,18 @@ class SCVAR(nn.Module):
         top_p: float,
         generator: torch.Generator | None,
         use_kv_cache: bool,
+        amp_dtype: torch.dtype | None = None,
     ) -> list[torch.Tensor]:
         use_cfg = self.cfg.uses_condition and cond is not None and cfg_scale != 0.0
-        c_NLC = self.condition_tokens(cond, B)
-        if use_cfg:  # batch rows [0, B) conditional, [B, 2B) null condition
-            c_NLC = torch.cat([c_NLC, self.null_cond.expand(B, self.L, -1)], dim=0)
+        device_type = self.start_emb.device.type
+
+        def amp():  # a fresh context per use: the model's forward passes only
+            return contextlib.nullcontext() if amp_dtype is None else torch.autocast(device_type, dtype=amp_dtype)
+
+        with amp():
+            c_NLC = self.condition_tokens(cond, B)
+            if use_cfg:  # batch rows [0, B) conditional, [B, 2B) null condition
+                c_NLC = torch.cat([c_NLC, self.null_cond.expand(B, self.L, -1)], dim=0)
         N = 2 * B if use_cfg else B
         cond_ND = self.start_emb.repeat(N, 1)
         lvl_pos_1LC = self._lvl_pos_1LC()
@@ -275,21 +288,24 @@ class SCVAR(nn.Module):
         cur = 0
         for si, pn in enumerate(self.scales):
             end = cur + pn * pn
-            if use_kv_cache:  # only this scale's tokens; earlier scales come from the caches
-                c_NlC = None if c_NLC is None else c_NLC[:, cur:end]
-                h_NlC = self._backbone(next_NlC, cond_ND, c_NlC, None, None, self.cross_local_LL[cur:end, cur:end])
-            else:
-                seen.append(next_NlC)
-                c_NlC = None if c_NLC is None else c_NLC[:, :end]
-                h_NlC = self._backbone(
-                    torch.cat(seen, dim=1),
-                    cond_ND,
-                    c_NlC,
-                    self.attn_mask_LL[:end, :end],
-                    self.cross_mask_LL[:end, :end],
-                    self.cross_local_LL[:end, :end],
-                )[:, cur:end]
-            logits_NlV = self._logits(h_NlC, cond_ND)
+            with amp():
+                if use_kv_cache:  # only this scale's tokens; earlier scales come from the caches
+                    c_NlC = None if c_NLC is None else c_NLC[:, cur:end]
+                    h_NlC = self._backbone(next_NlC, cond_ND, c_NlC, None, None,
+                                           self.cross_local_LL[cur:end, cur:end])
+                else:
+                    seen.append(next_NlC)
+                    c_NlC = None if c_NLC is None else c_NLC[:, :end]
+                    h_NlC = self._backbone(
+                        torch.cat(seen, dim=1),
+                        cond_ND,
+                        c_NlC,
+                        self.attn_mask_LL[:end, :end],
+                        self.cross_mask_LL[:end, :end],
+                        self.cross_local_LL[:end, :end],
+                    )[:, cur:end]
+                logits_NlV = self._logits(h_NlC, cond_ND)
+            logits_NlV = logits_NlV.float()  # guidance and sampling in fp32 (the same tensor when it is fp32)
             if use_cfg:
                 logits_NlV = (1 + cfg_scale) * logits_NlV[:B] - cfg_scale * logits_NlV[B:]
             idx_Bl = sample_top_k_top_p(logits_NlV, top_k, top_p, generator)
@@ -297,7 +313,8 @@ class SCVAR(nn.Module):
             f_hat, next_BCpp = quant.get_next_autoregressive_input(si, f_hat, quant.idx_to_h(idx_Bl, pn))
             if si < len(self.scales) - 1:
                 nxt = self.scales[si + 1]
-                next_NlC = self.word_embed(rearrange(next_BCpp, "b c h w -> b (h w) c").to(cond_ND.dtype))
+                with amp():
+                    next_NlC = self.word_embed(rearrange(next_BCpp, "b c h w -> b (h w) c").to(cond_ND.dtype))
                 next_NlC = next_NlC.repeat(2, 1, 1) if use_cfg else next_NlC
                 next_NlC = next_NlC + lvl_pos_1LC[:, end : end + nxt * nxt]
             cur = end
