@@ -25,6 +25,9 @@ include: "workflow/rules/sample_count.smk"
 include: "workflow/rules/metrics.smk"
 
 
+check_resource_rules()  # a profile's `resources` name only rules defined above
+
+
 # every result of the DAG; the runtime table (paper.smk) comes after all of them, so that it reads the benchmark
 # file of every job of the run
 DAG_RESULTS = [

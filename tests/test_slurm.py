@@ -140,16 +140,17 @@ def slurm(tmp_path_factory):
 
 
 def test_every_rule_declares_what_sbatch_needs():
-    """mem_mb and runtime on every rule (threads where it is more than one); the profile supplies the
-    defaults, gpu included, and resumes interrupted jobs."""
+    """mem_mb and runtime on every rule, through profile_resources (a profile's `resources:` may replace them);
+    the SLURM profile supplies the defaults, gpu included, and resumes interrupted jobs."""
     profile = yaml.safe_load((ROOT / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
     assert profile["executor"] == "slurm" and profile["rerun-incomplete"] is True
     assert {"mem_mb", "runtime", "gpu"} <= set(profile["default-resources"])
     rules = 0
     for smk in (ROOT / "workflow" / "rules").glob("*.smk"):
         for name, body in re.findall(r"^rule (\w+):\n((?:[ \t].*\n|\n)*)", smk.read_text(), re.M):
-            block = re.search(r"^    resources:\n((?:        .*\n)*)", body, re.M)
-            declared = set(re.findall(r"^        (\w+)=", block.group(1), re.M)) if block else set()
+            call = re.search(r'^    resources:\n        \*\*profile_resources\("(\w+)", ([^)]*)\)', body, re.M)
+            assert call and call.group(1) == name, f"{smk.name}: rule {name} does not read profile_resources"
+            declared = set(re.findall(r"(\w+)=", call.group(2)))  # its tiny-scale values (common.smk)
             assert {"mem_mb", "runtime"} <= declared, f"{smk.name}: rule {name} declares {sorted(declared)}"
             rules += 1
     assert rules >= 15

@@ -13,6 +13,7 @@ rule cam_train:
     benchmark:
         f"benchmarks/{PROFILE}/cam_train/{{variant}}_seed{{seed}}.tsv",
     params:
+        launch=launch,
         config=CONFIG,
         settings=run_hash("data", cam=None),
         tensors=tensor_dir,
@@ -21,10 +22,9 @@ rule cam_train:
     conda:
         ENV
     resources:
-        mem_mb=4000,
-        runtime=60,
+        **profile_resources("cam_train", mem_mb=4000, runtime=60),
     shell:
-        "crucible cam train --config {params.config} --variant {wildcards.variant} --seed {wildcards.seed}"
+        "{params.launch} cam train --config {params.config} --variant {wildcards.variant} --seed {wildcards.seed}"
         " --tensors {params.tensors} --out {params.out} --threads {threads} 2> {log}"
 
 
@@ -46,8 +46,7 @@ rule cam_eval:
     conda:
         ENV
     resources:
-        mem_mb=4000,
-        runtime=20,
+        **profile_resources("cam_eval", mem_mb=4000, runtime=20),
     shell:
         "crucible cam eval --config {params.config} --variant {wildcards.variant} --seed {wildcards.seed}"
         " --tensors {params.tensors} --model {input.model} --out {output} --threads {threads} 2> {log}"
@@ -64,6 +63,7 @@ rule cam_hotplug:
     benchmark:
         f"benchmarks/{PROFILE}/cam_hotplug/{{condition}}_n{{n}}_seed{{seed}}.tsv",
     params:
+        launch=launch,
         config=CONFIG,
         settings=run_hash("data", cam="full"),
         tensors=tensor_dir,
@@ -71,10 +71,9 @@ rule cam_hotplug:
     conda:
         ENV
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **profile_resources("cam_hotplug", mem_mb=4000, runtime=30),
     shell:
-        "crucible cam hotplug --config {params.config} --condition {wildcards.condition} --n-train {wildcards.n}"
+        "{params.launch} cam hotplug --config {params.config} --condition {wildcards.condition} --n-train {wildcards.n}"
         " --seed {wildcards.seed} --tensors {params.tensors} --base {input.base} --out {output}"
         " --threads {threads} 2> {log}"
 

@@ -45,6 +45,32 @@ SCVAR_DIR = f"{RESULTS}/scvar"
 ENV = "../../environment.yml"
 
 
+# Resources follow the profile (README "Scaling out"): each rule states what it needs at the tiny scale, and a
+# profile's `resources: {<rule>: {mem_mb: ..., runtime: ..., gpu: ...}}` (config/paper.yaml) replaces those keys;
+# Snakemake's --set-resources still wins over both.
+RESOURCE_RULES = set()
+
+
+def profile_resources(rule, **defaults):
+    RESOURCE_RULES.add(rule)
+    return {**defaults, **config.get("resources", {}).get(rule, {})}
+
+
+def check_resource_rules():
+    """A profile's `resources` may name only rules that exist (called once every rule is defined)."""
+    unknown = sorted(set(config.get("resources", {})) - RESOURCE_RULES)
+    if unknown:
+        raise ValueError(f"resources: unknown rule(s) {', '.join(unknown)} in the config; rules with resources: "
+                         f"{', '.join(sorted(RESOURCE_RULES))}")
+
+
+def launch(wildcards, resources):
+    """The command prefix of a training rule: `crucible`, or, when the job has more than one GPU, `torchrun` with
+    one process per GPU (the loop then trains data-parallel; docs/design.md §7)."""
+    gpus = int(resources.get("gpu", 0))
+    return f"torchrun --standalone --nproc-per-node {gpus} -m crucible.cli" if gpus > 1 else "crucible"
+
+
 def tensor_dir(wildcards, input):
     """Folder of the packed split tensors, from the rule's own input."""
     return Path(input.tensors[0]).parent

@@ -22,8 +22,7 @@ if SOURCE["kind"] == "render":
         conda:
             ENV
         resources:
-            mem_mb=4000,
-            runtime=120,
+            **profile_resources("render_dataset", mem_mb=4000, runtime=120),
         shell:
             "crucible data render --config {params.config} --out {output} --threads {threads} 2> {log}"
 
@@ -45,8 +44,7 @@ else:
         conda:
             ENV
         resources:
-            mem_mb=4000,
-            runtime=120,
+            **profile_resources("import_dataset", mem_mb=4000, runtime=120),
         shell:
             "crucible data import {params.root:q} --out {output} --depth-scale {params.depth_scale}"
             " --config {params.config} 2> {log}"
@@ -67,7 +65,6 @@ rule tensors:
     conda:
         ENV
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **profile_resources("tensors", mem_mb=4000, runtime=30),
     shell:
         "crucible data tensors --data {input} --out {params.out} 2> {log}"

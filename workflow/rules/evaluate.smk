@@ -16,6 +16,7 @@ rule judge_fit:
     wildcard_constraints:
         kind="|".join(JUDGE_KINDS),
     params:
+        launch=launch,
         config=CONFIG,
         settings=section_hash("judges", "seeds"),
         tensors=tensor_dir,
@@ -23,10 +24,9 @@ rule judge_fit:
     conda:
         ENV
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **profile_resources("judge_fit", mem_mb=4000, runtime=30),
     shell:
-        "crucible judges fit --config {params.config} --kind {wildcards.kind} --tensors {params.tensors}"
+        "{params.launch} judges fit --config {params.config} --kind {wildcards.kind} --tensors {params.tensors}"
         " --out {output.model} --quality {output.quality} --threads {threads} 2> {log}"
 
 
@@ -50,8 +50,7 @@ rule scvar_eval:
     conda:
         ENV
     resources:
-        mem_mb=4000,
-        runtime=20,
+        **profile_resources("scvar_eval", mem_mb=4000, runtime=20),
     shell:
         "crucible evaluate samples --config {params.config} --variant {wildcards.variant} --seed {wildcards.seed}"
         " --samples {input.samples} --judges {params.judges} --tensors {params.tensors} --out {output}"
@@ -85,8 +84,7 @@ rule bench:
     conda:
         ENV
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **profile_resources("bench", mem_mb=4000, runtime=30),
     shell:
         "crucible bench --config {params.config} --seed {params.seed} --tokenizer {input.tokenizer}"
         " --tensors {params.tensors} {params.models} --out {output} --threads {threads} --quiet 2> {log}"
@@ -119,7 +117,6 @@ rule aggregate:
     conda:
         ENV
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **profile_resources("aggregate", mem_mb=2000, runtime=10),
     shell:
         "crucible aggregate {input} --out {params.out} 2> {log}"

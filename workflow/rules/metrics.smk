@@ -21,8 +21,7 @@ rule dvc_metrics:
     conda:
         ENV
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **profile_resources("dvc_metrics", mem_mb=1000, runtime=5),
     shell:
         "crucible metrics export --results {params.results} --metrics {output.metrics} --plots {output.plots}"
         " --headline {output.headline} 2> {log}"
@@ -38,7 +37,6 @@ rule dvc_plots_template:
     conda:
         ENV
     resources:
-        mem_mb=500,
-        runtime=2,
+        **profile_resources("dvc_plots_template", mem_mb=500, runtime=2),
     shell:
         "crucible metrics html-template --out {output} 2> {log}"

@@ -26,8 +26,7 @@ rule dataset_figure:
     conda:
         ENV
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **profile_resources("dataset_figure", mem_mb=1000, runtime=10),
     shell:
         "crucible paper figure dataset --config {params.config} --data {input} --out {output.png} 2> {log}"
 
@@ -61,8 +60,7 @@ rule paper_tables:
     conda:
         ENV
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **profile_resources("paper_tables", mem_mb=1000, runtime=5),
     shell:
         "crucible paper tables --config {params.config} --results {params.results} --out {params.out} 2> {log}"
 
@@ -90,8 +88,7 @@ rule paper_figure_hotplug:
     conda:
         ENV
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **profile_resources("paper_figure_hotplug", mem_mb=1000, runtime=5),
     shell:
         "crucible paper figure hotplug --config {params.config} --results {params.results}"
         " --out {output.png} 2> {log}"
@@ -120,8 +117,7 @@ rule paper_figure_ecfm:
     conda:
         ENV
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **profile_resources("paper_figure_ecfm", mem_mb=1000, runtime=5),
     shell:
         "crucible paper figure ecfm --config {params.config} --results {params.results} --out {output.png} 2> {log}"
 
@@ -150,8 +146,7 @@ rule paper_figure_curves:
     conda:
         ENV
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **profile_resources("paper_figure_curves", mem_mb=1000, runtime=5),
     shell:
         "crucible paper figure curves --config {params.config} --results {params.results} --out {output.png}"
         " 2> {log}"
@@ -185,8 +180,7 @@ rule paper_figure_qualitative:
     conda:
         ENV
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **profile_resources("paper_figure_qualitative", mem_mb=2000, runtime=10),
     shell:
         "crucible paper figure qualitative --config {params.config} --results {params.results}"
         " --tensors {input.tensors}"
@@ -228,7 +222,6 @@ rule runtime_table:
     conda:
         ENV
     resources:
-        mem_mb=500,
-        runtime=2,
+        **profile_resources("runtime_table", mem_mb=500, runtime=2),
     shell:
         "crucible paper runtime --benchmarks {params.benchmarks} --out {params.out} 2> {log}"

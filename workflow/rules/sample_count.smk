@@ -33,8 +33,7 @@ rule sample_count:
     conda:
         ENV
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **profile_resources("sample_count", mem_mb=2000, runtime=10),
     shell:
         "crucible evaluate sample-count --config {params.config} --tensors {params.tensors}"
         " --judges {params.judges} --samples {params.samples} --out {output} --threads {threads} 2> {log}"
@@ -62,8 +61,7 @@ rule paper_figure_sample_count:
     conda:
         ENV
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **profile_resources("paper_figure_sample_count", mem_mb=1000, runtime=5),
     shell:
         "crucible paper figure sample_count --config {params.config} --results {params.results}"
         " --out {output.png} 2> {log}"
@@ -92,8 +90,7 @@ rule paper_figure_control:
     conda:
         ENV
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **profile_resources("paper_figure_control", mem_mb=1000, runtime=5),
     shell:
         "crucible paper figure control --config {params.config} --results {params.results}"
         " --out {output.png} 2> {log}"

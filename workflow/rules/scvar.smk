@@ -14,6 +14,7 @@ rule tokenizer_train:
     benchmark:
         f"benchmarks/{PROFILE}/tokenizer_train.tsv",
     params:
+        launch=launch,
         config=CONFIG,
         settings=section_hash("tokenizer", "seeds"),
         tensors=tensor_dir,
@@ -23,10 +24,9 @@ rule tokenizer_train:
     conda:
         ENV
     resources:
-        mem_mb=4000,
-        runtime=60,
+        **profile_resources("tokenizer_train", mem_mb=4000, runtime=60),
     shell:
-        "crucible tokenizer train --config {params.config} --tensors {params.tensors} --out {params.out}"
+        "{params.launch} tokenizer train --config {params.config} --tensors {params.tensors} --out {params.out}"
         " --threads {threads} 2> {log}"
 
 
@@ -50,8 +50,7 @@ rule tokenizer_eval:
     conda:
         ENV
     resources:
-        mem_mb=4000,
-        runtime=10,
+        **profile_resources("tokenizer_eval", mem_mb=4000, runtime=10),
     shell:
         "crucible tokenizer eval --config {params.config} --tensors {params.tensors} --model {input.model}"
         " --judges {params.judges} --out {output} --threads {threads} 2> {log}"
@@ -76,8 +75,7 @@ rule tokenize:
     conda:
         ENV
     resources:
-        mem_mb=4000,
-        runtime=10,
+        **profile_resources("tokenize", mem_mb=4000, runtime=10),
     shell:
         "crucible tokenizer tokenize --config {params.config} --tensors {params.tensors} --model {input.model}"
         " --out {output} --threads {threads} 2> {log}"
@@ -98,6 +96,7 @@ rule scvar_train:
     benchmark:
         f"benchmarks/{PROFILE}/scvar_train/{{variant}}_seed{{seed}}.tsv",
     params:
+        launch=launch,
         config=CONFIG,
         settings=run_hash("tokenizer", "data", scvar=None),
         tensors=tensor_dir,
@@ -108,10 +107,9 @@ rule scvar_train:
     conda:
         ENV
     resources:
-        mem_mb=4000,
-        runtime=60,
+        **profile_resources("scvar_train", mem_mb=4000, runtime=60),
     shell:
-        "crucible scvar train --config {params.config} --variant {wildcards.variant} --seed {wildcards.seed}"
+        "{params.launch} scvar train --config {params.config} --variant {wildcards.variant} --seed {wildcards.seed}"
         " --tensors {params.tensors} --tokens {input.tokens} --tokenizer {input.tokenizer} {params.base}"
         " --out {params.out} --threads {threads} 2> {log}"
 
@@ -137,8 +135,7 @@ rule scvar_sample:
     conda:
         ENV
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **profile_resources("scvar_sample", mem_mb=4000, runtime=30),
     shell:
         "crucible scvar sample --config {params.config} --seed {wildcards.seed} --model {input.model}"
         " --tokenizer {input.tokenizer} --tensors {params.tensors} --out {output} --cam {params.cams}"
@@ -172,8 +169,7 @@ rule scvar_bounds_samples:
     conda:
         ENV
     resources:
-        mem_mb=4000,
-        runtime=10,
+        **profile_resources("scvar_bounds_samples", mem_mb=4000, runtime=10),
     shell:
         "crucible scvar reference-samples --config {params.config} --variant {wildcards.variant}"
         " --tensors {params.tensors} {params.tokenizer} --out {output} --threads {threads} 2> {log}"

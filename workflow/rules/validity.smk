@@ -26,8 +26,7 @@ rule metric_validity:
     conda:
         ENV
     resources:
-        mem_mb=4000,
-        runtime=20,
+        **profile_resources("metric_validity", mem_mb=4000, runtime=20),
     shell:
         "crucible evaluate validity --config {params.config} --tensors {params.tensors} --data {input.data}"
         " --judges {params.judges} --tokenizer {input.tokenizer} --out {output} --threads {threads} 2> {log}"
@@ -55,8 +54,7 @@ rule paper_figure_validity:
     conda:
         ENV
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **profile_resources("paper_figure_validity", mem_mb=1000, runtime=5),
     shell:
         "crucible paper figure validity --config {params.config} --results {params.results}"
         " --out {output.png} 2> {log}"
