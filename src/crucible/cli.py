@@ -39,7 +39,7 @@ def _results(cfg: dict, rows: list[dict], seed: int, tensors: Path, **extra) -> 
     from .data.tensors import SplitTensors
     from .provenance import provenance
 
-    return {"provenance": provenance(cfg, seed=seed, dataset_hash=SplitTensors(tensors).dataset_hash, **extra),
+    return {"provenance": provenance(cfg, seed=seed, dataset_hash=SplitTensors(tensors, lazy=True).dataset_hash, **extra),
             "rows": rows}
 
 

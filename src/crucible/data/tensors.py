@@ -22,6 +22,7 @@ from ..progress import progress as progress_bar
 from ..provenance import dataset_hash
 from .conditions import CONDITIONS, encode_batch
 from .dataset import Manifest
+from .packed_field import open_fields
 from .scene import scene_attributes
 from .scene_targets import head_layout, scene_targets, target_names
 from .store import DataError, file_path, read_file
@@ -69,16 +70,21 @@ TARGET_HEADER = ("target_names", "target_heads")
 
 
 class SplitTensors:
-    """All scenes of one split in memory; ``field(name, idx)`` returns encoded float tensors.
+    """All scenes of one split; ``field(name, idx)`` returns encoded float tensors. In memory by default;
+    ``lazy=True`` (the trainers) reads only the indexed scenes from disk at each call (``data/packed_field.py``),
+    so a job's memory does not grow with the split, and the values are the same bytes.
 
     Loading refuses a truncated or corrupt file, a header other than :func:`pack_split`'s, fields whose
     scene count differs from the ids, and any NaN/Inf in a float field (naming the field and the first bad
     scene); all raise :class:`~crucible.errors.InputError` naming the file."""
 
-    def __init__(self, path: Path, device: str | torch.device = "cpu"):
+    def __init__(self, path: Path, device: str | torch.device = "cpu", lazy: bool = False):
         self.path = Path(path)
         try:
-            self.raw, meta = read_tensors(self.path, REPACK, device=device)
+            if lazy:
+                self.raw, meta = open_fields(self.path, REPACK)
+            else:
+                self.raw, meta = read_tensors(self.path, REPACK, device=device)
             missing = [k for k in HEADER if k not in meta]
             if missing:
                 raise InputError(f"{self.path}: not a packed split (header lacks {missing}); {REPACK}")
@@ -103,17 +109,21 @@ class SplitTensors:
             raise InputError(f"{self.path}: the 'targets' field (shape {shape}) does not match the header's "
                              f"{len(names)} target names; {REPACK}")
 
-    def _check_pack(self, chunk: int = 1024) -> None:
+    def _check_pack(self, chunk_bytes: int = 4 << 20) -> None:
         """Every field holds one entry per scene id; every float field is finite (the per-scene flags are
-        computed ``chunk`` scenes at a time, so a large split needs no second full-size mask)."""
+        computed about ``chunk_bytes`` of the field at a time, so the check's memory does not grow with the split:
+        measured flat from 3000 to 6000 tiny scenes read on demand)."""
         for name, t in self.raw.items():
             if t.dim() == 0 or t.shape[0] != len(self.ids):
                 raise InputError(f"{self.path}: field {name!r} has shape {tuple(t.shape)} for {len(self.ids)} scene "
                                  f"ids; {REPACK}")
             if not t.is_floating_point() or not t.numel():
                 continue
-            bad_N = torch.cat([~torch.isfinite(t[s:s + chunk].reshape(len(t[s:s + chunk]), -1)).all(dim=1)
-                               for s in range(0, len(t), chunk)])
+            chunk = max(1, chunk_bytes // max(1, t.numel() // len(t) * t.element_size()))
+            bad_N = torch.zeros(len(t), dtype=torch.bool)
+            for s in range(0, len(t), chunk):
+                part = t[s:s + chunk]
+                bad_N[s:s + len(part)] = ~torch.isfinite(part.reshape(len(part), -1)).all(dim=1)
             if bad_N.any():
                 i = int(torch.nonzero(bad_N)[0])
                 raise InputError(f"{self.path}: field {name!r} holds NaN or infinite values in {int(bad_N.sum())} "

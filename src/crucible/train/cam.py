@@ -145,7 +145,7 @@ def train_cam(cfg: dict, variant: str, seed: int, tensors: Path, out_dir: Path, 
     ``val_tensors`` (optional): the val split, for the logged ``val_loss``."""
     torch.manual_seed(seed)  # before any module exists: initial weights are a function of the seed alone
     device = training_device()  # joins the torchrun group when launched by torchrun
-    data = SplitTensors(tensors)
+    data = SplitTensors(tensors, lazy=True)
     sources, target = cfg["data"]["seen"], cfg["data"]["target"]
     model = build_cam(cfg, variant, data, sources).to(device).train()
     loop = LoopConfig(**cfg["cam"]["train"])
@@ -175,7 +175,7 @@ def train_hotplug(cfg: dict, cond: str, n: int, seed: int, base_path: Path, tens
     Returns {"hotplug": model_path, "scratch": model_path, "seconds": {...}, "frozen_unchanged": True}.
     """
     device = training_device()  # joins the torchrun group when launched by torchrun
-    data = SplitTensors(tensors)
+    data = SplitTensors(tensors, lazy=True)
     _check_sources(cfg, data, [cond])
     target, res = cfg["data"]["target"], cfg["cam"]["resolution"]
     loop = LoopConfig(**cfg["cam"]["hotplug"]["train"])

@@ -54,7 +54,7 @@ def train_scvar(cfg: dict, variant: str, seed: int, tensors: Path, tokens: Path,
     the val split, tokenized here (its first ``val_scenes`` images) for the logged ``val_loss``."""
     device = training_device()  # joins the torchrun group when launched by torchrun
     vq = load_tokenizer(tokenizer, cfg, device)  # builds a VQVAE (drawing from the RNG), then loads its weights
-    data = SplitTensors(tensors)
+    data = SplitTensors(tensors, lazy=True)
     retokenize = "delete it and rerun `crucible tokenizer tokenize` (the workflow's tokenize rule)"
     codes_NL = read_tensors(tokens, retokenize, names=("tokens",))[0]["tokens"]
     if codes_NL.shape[0] != len(data):
@@ -138,7 +138,7 @@ def sample_scvar(cfg: dict, model_path: Path, tokenizer: Path, tensors: Path, se
     s = cfg["scvar"]["sample"]
     vq = load_tokenizer(tokenizer, cfg, device)
     model = load_scvar(model_path, cfg, vq, device)
-    data = SplitTensors(tensors)
+    data = SplitTensors(tensors, lazy=True)
     n, size = min(s["scenes"], len(data)), cfg["data"]["image_size"]
     sources = {"gt_depth": None, **cam_models} if model.cfg.uses_condition else {"none": None}
     images = {}

@@ -71,7 +71,7 @@ def train_tokenizer(cfg: dict, seed: int, tensors: Path, out_dir: Path, progress
     first ``val_scenes`` images give the logged ``val_loss``."""
     torch.manual_seed(seed)  # before any module exists: initial weights are a function of the seed alone
     device = training_device()  # joins the torchrun group when launched by torchrun
-    data = SplitTensors(tensors)
+    data = SplitTensors(tensors, lazy=True)
     tok_cfg = tokenizer_config(cfg)
     model = VQVAE(tok_cfg).to(device).train()
     loop = LoopConfig(**cfg["tokenizer"]["train"])

@@ -39,7 +39,7 @@ def has_scene_attributes(data: SplitTensors) -> bool:
     """Whether the scenes carry the labels the judge encoder learns (shape kinds present, object count).
     Rendered scenes hold at least one object (``data.objects`` >= 1 in the schema) of a named shape kind;
     imported scenes have no scene parameters: no shape-kind classes and a count of 0 everywhere."""
-    return len(data.classes) > 2 and len(data) > 0 and int(data.raw["count"].max()) > 0
+    return len(data.classes) > 2 and len(data) > 0 and int(data.raw["count"][:].max()) > 0
 
 
 def unavailable_reason(cfg: dict, kind: str, *splits: SplitTensors) -> str | None:
@@ -82,7 +82,7 @@ def fit_judge(cfg: dict, kind: str, train: Path, test: Path, out: Path, progress
     Trained through the shared loop: resumable from ``<out without suffix>/`` and data-parallel under torchrun.
     The batch of step s is row s of one seeded (steps, batch_size) draw of train indices."""
     device = training_device()
-    tr, te = SplitTensors(train), SplitTensors(test)
+    tr, te = SplitTensors(train, lazy=True), SplitTensors(test)
     seed, t = cfg["seeds"][0], train_settings(cfg, kind)
     reason = unavailable_reason(cfg, kind, tr, te)
     if reason is not None:
