@@ -39,8 +39,8 @@ def _results(cfg: dict, rows: list[dict], seed: int, tensors: Path, **extra) -> 
     from .data.tensors import SplitTensors
     from .provenance import provenance
 
-    return {"provenance": provenance(cfg, seed=seed, dataset_hash=SplitTensors(tensors, lazy=True).dataset_hash, **extra),
-            "rows": rows}
+    data_hash = SplitTensors(tensors, lazy=True).dataset_hash  # the header only, not the scenes
+    return {"provenance": provenance(cfg, seed=seed, dataset_hash=data_hash, **extra), "rows": rows}
 
 
 def _val_split(tensors: Path) -> Path | None:
