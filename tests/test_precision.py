@@ -147,9 +147,13 @@ def test_scvar_generation_autocasts_the_transformer_and_samples_in_fp32(monkeypa
     monkeypatch.setattr(scvar_mod, "sample_top_k_top_p", lambda logits, *a: dtypes.append(logits.dtype) or
                         sample(logits, *a))
     kw = {"cfg_scale": 1.5, "top_k": 4, "top_p": 0.9}
+    block_out = []  # the dtype of the first block's attention projection
+    model.blocks[0].attn.qkv.register_forward_hook(lambda _m, _a, out: block_out.append(out.dtype))
     ref = model.generate(2, cond, generator=torch.Generator().manual_seed(7), **kw)
     same = model.generate(2, cond, generator=torch.Generator().manual_seed(7), amp_dtype=None, **kw)
     low = model.generate(2, cond, generator=torch.Generator().manual_seed(7), amp_dtype=torch.bfloat16, **kw)
+    n = len(block_out) // 3
+    assert set(block_out[:2 * n]) == {torch.float32} and set(block_out[2 * n:]) == {torch.bfloat16}
     assert all(torch.equal(a, b) for a, b in zip(ref, same, strict=True))  # fp32: unchanged
     assert set(dtypes) == {torch.float32}  # the sampler always sees fp32 logits
     assert [t.shape for t in low] == [t.shape for t in ref]
@@ -256,3 +260,19 @@ def test_config_rules_split_every_batch_into_grad_accum_micro_batches():
     c["cam"]["train"]["grad_accum"] = 2  # 2 scenes per type split in 2: fine in one process
     c["compute"] = {"precision": "bf16", "tf32": True}
     cfglib.validate(c)
+
+
+def test_the_nearest_code_search_stays_fp32_under_autocast():
+    """The VQ code assignment is a distance argmin: under bf16 autocast (the GPU default) it still runs in fp32,
+    so training in bf16 never picks another code than fp32 would for the same latents."""
+    from crucible.models.tokenizer.quant import MultiScaleQuantizer
+
+    torch.manual_seed(0)
+    q = MultiScaleQuantizer(64, 8, (1, 2, 4))
+    z = torch.randn(4096, 8) * 3
+    with torch.no_grad():
+        ref = q._nearest(z)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = q._nearest(z)
+            plain = (z @ q.embedding.weight.t()).dtype  # what a matmul gives there without the guard
+    assert plain == torch.bfloat16 and torch.equal(low, ref)

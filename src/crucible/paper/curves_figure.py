@@ -5,8 +5,9 @@ One panel per objective, each with a y label naming its loss: CAM variants minim
 ``deterministic`` one has no KL, ``no_zreg`` no ‖z‖² term; seed §3.5), so their panel shows the reconstruction term
 every variant shares (the ``recon_<type>`` columns, mean over seen types); the tokenizer's L1 + L2 + VQ (+ chroma)
 total (seed §3.6.2); the next-scale cross-entropy of the SCVAR base and, separately, of the variants fine-tuned from
-it. The training loop (``crucible.train.loop``) logs the training loss of each step and no validation loss; a
-``val_loss`` column, where a log has one, is drawn dashed in its run's colour.
+it. The training loop (``crucible.train.loop``) logs the training loss of each step and, when the data has a val
+split, the same objective on fixed val scenes every ``val_every`` steps (``val_loss`` and ``val_<part>``): drawn
+dashed in its run's colour, the same quantity as the panel's solid line (CAM: the mean of ``val_recon_<type>``).
 """
 
 from __future__ import annotations
@@ -57,14 +58,18 @@ def objective(frame: pd.DataFrame, prefix: str | None) -> np.ndarray:
     return (frame[cols].mean(axis=1) if cols else frame["loss"]).to_numpy(dtype=float)
 
 
-def validation(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
-    """(steps, values) of the logged validation loss (rows where it is finite), or None when the log has none."""
-    for col in VALIDATION_COLUMNS:
-        if col in frame:
-            v = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float)
-            ok = np.isfinite(v)
-            if ok.any():
-                return frame["step"].to_numpy()[ok], v[ok]
+def validation(frame: pd.DataFrame, prefix: str | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(steps, values) of the logged validation loss (rows where it is finite), or None when the log has none;
+    with ``prefix`` the mean of the ``val_<prefix>_*`` columns where the log has them (what :func:`objective`
+    plots of the training loss)."""
+    parts = [c for c in frame.columns if prefix and c.startswith(f"val_{prefix}_")]
+    candidates = [frame[parts].apply(pd.to_numeric, errors="coerce").mean(axis=1)] if parts else [
+        frame[c] for c in VALIDATION_COLUMNS if c in frame]
+    for col in candidates:
+        v = pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
+        ok = np.isfinite(v)
+        if ok.any():
+            return frame["step"].to_numpy()[ok], v[ok]
     return None
 
 
@@ -81,7 +86,7 @@ def _plot(ax, runs: dict[str, list[pd.DataFrame]], colours: dict[str, str], ylab
         if len(ys) > 1:
             ax.fill_between(steps, y.min(0), y.max(0), color=colours[v], alpha=0.18, lw=0)
         for f in frames:
-            val = validation(f)
+            val = validation(f, prefix)
             if val is not None:
                 ax.plot(*val, color=colours[v], lw=1, ls="--", marker="." if len(val[0]) < 30 else None)
                 any_val = True
@@ -129,7 +134,9 @@ def draw_curves(results_dir: Path, cfg: dict):
                             Line2D([], [], color="0.3", lw=1, ls="--", label="validation")],
                    loc="lower center", ncol=2, frameon=False)
     fig.suptitle("Training curves, one objective per panel (training loss, EMA-smoothed; line: mean over seeds, "
-                 "band: min–max)" + ("" if any_val else "; the trainers log no validation loss"), fontsize=10)
+                 "band: min–max; dashed: the same on the val scenes)" + (
+                     "" if any_val else "; these logs hold no validation loss (runs from before it was logged)"),
+                 fontsize=10)
     fig.tight_layout(rect=(0, 0.04 if any_val else 0, 1, 1))
     return fig
 

@@ -23,6 +23,7 @@ from ..models.cam import CAM, CAMConfig, get_variant, resolve_variant
 from ..provenance import provenance
 from ..run_config import cam_run, hotplug_run
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
+from .distributed import is_main
 from .loop import LoopConfig, mean_over_batches, run_training, shard, training_device, val_batches
 from .precision import resolve_precision
 
@@ -108,9 +109,9 @@ def _val_fn(model: CAM, val_tensors: Path | None, sources: list[str], target: st
     """The training objective (an equal weight per source type; seed §3.5) on the fixed val batches: for each
     source, the loss of the first ``loop.val_scenes`` val scenes, posterior noise included (the loop seeds
     it); ``None`` without a val split."""
-    if val_tensors is None:
+    if val_tensors is None or not is_main():  # only rank 0 validates (train/loop.py)
         return None
-    val = SplitTensors(val_tensors)
+    val = SplitTensors(val_tensors, lazy=True)
     val.require([*sources, target])
     batches = val_batches(len(val), loop.val_scenes, loop.batch_size)
     if not batches:

@@ -32,6 +32,7 @@ the same weights up to summation order. The forward pass and loss run under the 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import shutil
@@ -167,16 +168,18 @@ def _open_log(path: Path, resume_bytes: int | None):
     return path.open("a", newline=""), resume_bytes == 0
 
 
-def _validate(model: torch.nn.Module, val_fn: Callable[[], dict[str, float]], seed: int) -> dict[str, float]:
+def _validate(model: torch.nn.Module, val_fn: Callable[[], dict[str, float]], seed: int,
+              autocast=contextlib.nullcontext) -> dict[str, float]:
     """``val_fn()`` as ``val_<key>`` columns, run so that training cannot tell it happened: without gradients,
     in eval mode with every module's own ``training`` flag restored afterwards (a hot-plug run keeps its
     frozen parts in eval mode), on a fork of the global RNG (CPU and this process's CUDA device) seeded from
-    :func:`val_seed`, so any noise the model draws is the same at every validation."""
+    :func:`val_seed`, so any noise the model draws is the same at every validation; under the training
+    precision's ``autocast`` (bf16 on a GPU by default), so it is the training objective's numerics too."""
     flags = [(m, m.training) for m in model.modules()]
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     try:
         model.eval()
-        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        with torch.no_grad(), torch.random.fork_rng(devices=devices), autocast():
             torch.manual_seed(val_seed(seed))
             result = val_fn()
     finally:
@@ -276,7 +279,7 @@ def run_training(
     schedule = lr_scheduler(opt, cfg, start)
     broadcast_state(model)  # every rank starts from rank 0's weights
     validate = val_fn is not None and val_every > 0 and is_main()
-    val_keys = list(_validate(model, val_fn, seed)) if validate and start < cfg.steps else []
+    val_keys = list(_validate(model, val_fn, seed, precision.autocast)) if validate and start < cfg.steps else []
     log, new_log = _open_log(log_path, log_bytes) if is_main() else (None, False)
     writer = None
     bar = progress_bar(range(start, cfg.steps), cfg.steps, desc, progress and is_main(), initial=start)
@@ -303,7 +306,8 @@ def run_training(
                 else:
                     opt.step()
                 last_step = step + 1 == cfg.steps
-                val = _validate(model, val_fn, seed) if validate and ((step + 1) % val_every == 0 or last_step) else {}
+                due = validate and ((step + 1) % val_every == 0 or last_step)
+                val = _validate(model, val_fn, seed, precision.autocast) if due else {}
                 if log is not None:
                     row = {"step": step, "loss": loss_value, "lr": opt.param_groups[0]["lr"], **parts}
                     if writer is None:  # the header: the first row's columns, then the validation's

@@ -26,6 +26,7 @@ from ..models.scvar import SCVAR, SCVARConfig, load_base_into
 from ..provenance import provenance
 from ..run_config import scvar_run
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
+from .distributed import is_main
 from .loop import LoopConfig, mean_over_batches, run_training, shard, training_device, val_batches
 from .precision import resolve_precision
 from .tokenizer import load_tokenizer, tokenize_split, tokenizer_config
@@ -92,9 +93,9 @@ def _val_fn(model: SCVAR, vq, val_tensors: Path | None, loop: LoopConfig, target
     """The training cross-entropy on the fixed val batches (the frozen tokenizer's codes of the first
     ``loop.val_scenes`` val images, tokenized once, as the tokenize rule does the train split); ``None``
     without a val split."""
-    if val_tensors is None:
+    if val_tensors is None or not is_main():  # only rank 0 validates (train/loop.py)
         return None
-    val = SplitTensors(val_tensors)
+    val = SplitTensors(val_tensors, lazy=True)
     batches = val_batches(len(val), loop.val_scenes, loop.batch_size)
     if not batches:
         return None

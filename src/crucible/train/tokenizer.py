@@ -24,6 +24,7 @@ from ..models.tokenizer import VQVAE, TokenizerConfig
 from ..provenance import provenance
 from ..run_config import tokenizer_run
 from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from .distributed import is_main
 from .loop import LoopConfig, mean_over_batches, run_training, shard, training_device, val_batches
 from .precision import resolve_precision
 
@@ -83,8 +84,8 @@ def train_tokenizer(cfg: dict, seed: int, tensors: Path, out_dir: Path, progress
         return terms.pop("total"), {k: v.item() if torch.is_tensor(v) else float(v) for k, v in terms.items()}
 
     val_fn = None
-    if val_tensors is not None:
-        val = SplitTensors(val_tensors)
+    if val_tensors is not None and is_main():  # only rank 0 validates (train/loop.py)
+        val = SplitTensors(val_tensors, lazy=True)
 
         def val_batch(idx):  # the same objective on a fixed val batch; the usage statistic is no loss term
             terms = tokenizer_objective(model, val.field("image", idx).to(device), chroma_weight)

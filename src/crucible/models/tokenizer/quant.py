@@ -104,8 +104,10 @@ class MultiScaleQuantizer(nn.Module):
 
     def _nearest(self, z_NC: torch.Tensor) -> torch.Tensor:
         """Index of the nearest code (squared L2) for every row of z_NC."""
-        e_VC = self.embedding.weight
-        d_NV = z_NC.square().sum(1, keepdim=True) + e_VC.square().sum(1)[None, :] - 2 * z_NC @ e_VC.t()
+        e_VC = self.embedding.weight.float()
+        with torch.autocast(z_NC.device.type, enabled=False):  # in fp32 even under bf16 autocast: a bf16
+            z_NC = z_NC.float()                                # mantissa would pick the wrong code
+            d_NV = z_NC.square().sum(1, keepdim=True) + e_VC.square().sum(1)[None, :] - 2 * z_NC @ e_VC.t()
         return d_NV.argmin(dim=1)
 
     # -- quantization -------------------------------------------------------------------------------
