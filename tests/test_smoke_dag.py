@@ -115,52 +115,6 @@ def _copy_tree(dst: Path) -> None:
         shutil.copytree(ROOT / name, dst / name, symlinks=True)
 
 
-def test_config_only_ablation_is_compared_beside_the_stored_baseline(smoke_dag, tmp_path):
-    """The smoke results pass against the stored smoke baseline; an SCVAR variant added only
-    in a config file runs through the DAG and shows up as new beside the stored variants; a stored value
-    perturbed past its tolerance makes `crucible compare` fail and name the metric."""
-    tol = str(ROOT / "evaluation/tolerances.yaml")
-    r = run("crucible", "compare", "--results", "results/smoke", "--baseline", "evaluation/baselines/smoke", "--out",
-            str(tmp_path / "plain"))
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-
-    # in a copy of the tree, so that results/smoke stays as the other tests expect it
-    work = tmp_path / "tree"
-    work.mkdir()
-    _copy_tree(work)
-    # the README's example: ECFM every 5th block (block 5 of the smoke and tiny depth 6), only in the config
-    (work / "ablation.yaml").write_text("scvar:\n  variants:\n    ecfm_k5: {variant: ecfm, ecfm_interval: 5}\n")
-    r = subprocess.run(["snakemake", "--cores", "2", "--configfile", "config/smoke.yaml", "ablation.yaml"],
-                       cwd=work, env=ENV, capture_output=True, text=True, timeout=1200)
-    assert r.returncode == 0, r.stderr[-4000:]
-    assert (work / "results/smoke/scvar/ecfm_k5/seed0/eval.json").is_file()
-    r = subprocess.run(["crucible", "compare", "--results", "results/smoke", "--baseline",
-                        str(ROOT / "evaluation/baselines/smoke"), "--tolerances", tol],
-                       cwd=work, env=ENV, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "scvar/ecfm_k5" in r.stdout.split("new variants (not in the baseline):")[1].splitlines()[0]
-    import pandas as pd
-
-    cmp = pd.read_csv(work / "results/smoke/comparison.csv", keep_default_na=False)
-    new = cmp[cmp["variant"] == "ecfm_k5"]
-    assert len(new) and set(new["verdict"]) == {"new"}
-    fid = cmp[(cmp["stage"] == "scvar") & (cmp["metric"] == "fid") & (cmp["condition"] == "gt_depth")]
-    block = list(fid["variant"])
-    assert block.index("ecfm_k5") == block.index("ecfm_k4") + 1  # beside the stored variants, in the same block
-
-    perturbed = tmp_path / "baseline"
-    shutil.copytree(ROOT / "evaluation/baselines/smoke", perturbed)
-    s = pd.read_csv(perturbed / "summary.csv", keep_default_na=False)
-    hit = (s["stage"] == "cam") & (s["variant"] == "full")
-    hit &= (s["condition"] == "mean_seen") & (s["metric"] == "depth_rmse")
-    assert hit.sum() == 1
-    s.loc[hit, ["mean", "ci_lo", "ci_hi"]] = s.loc[hit, ["mean", "ci_lo", "ci_hi"]].astype(float) * 0.7
-    s.to_csv(perturbed / "summary.csv", index=False)
-    r = subprocess.run(["crucible", "compare", "--results", "results/smoke", "--baseline", str(perturbed),
-                        "--tolerances", tol], cwd=work, env=ENV, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 1 and "REGRESSED cam/full/mean_seen/depth_rmse" in r.stderr, r.stderr[-3000:]
-
-
 def _declared_report_files(profile_paper: str) -> list[str]:
     """Every file the rules mark with report(f"...") (workflow/rules/*.smk), for one profile's paper folder."""
     import re
@@ -205,15 +159,15 @@ def test_report_holds_every_declared_figure_and_table(smoke_dag, tmp_path):
     assert runtime.loc["all rules", "jobs"] == runtime.drop("all rules")["jobs"].sum()
 
 
-def test_dvc_experiment_reruns_only_the_changed_variant(smoke_dag, tmp_path):
-    """README "Experiments with DVC" on the smoke profile: `dvc exp run -S` on the stage's params file adds a
-    variant, DVC reruns the stage because a param changed, Snakemake runs that variant's jobs and the summaries
-    (no render, no other training), and `dvc exp show` lists the params and the headline numbers only."""
-    import json
-
+@pytest.fixture(scope="module")
+def dvc_ablation(smoke_dag, tmp_path_factory):
+    """README "Experiments with DVC" and "Adding an ablation" on the smoke profile, in a copy of the tree (so
+    results/smoke stays as the other tests expect it): the project's DVC stage pointed at the smoke profile, the
+    finished smoke run committed as its state, then `dvc exp run -S` adding the README's example variant (ECFM
+    every 5th block, block 5 of the smoke depth 6). Returns (tree, the run's output, a shell in the tree)."""
     import yaml
 
-    work = tmp_path / "tree"
+    work = tmp_path_factory.mktemp("ablation") / "tree"
     work.mkdir()
     _copy_tree(work)
     shutil.copytree(ROOT / ".dvc", work / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp", "plots"))
@@ -231,21 +185,30 @@ def test_dvc_experiment_reruns_only_the_changed_variant(smoke_dag, tmp_path):
                                      "/results/smoke/*\n!/results/smoke/paper/\n/results/smoke/paper/*\n"
                                      "!/results/smoke/paper/metrics.json\n")
 
-    def sh(*cmd, timeout=300):
+    def sh(*cmd, timeout=300, check=True):
         r = subprocess.run(cmd, cwd=work, env={**ENV, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
                                                "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"},
                            capture_output=True, text=True, timeout=timeout)
-        assert r.returncode == 0, f"{cmd}: {r.stdout[-3000:]}{r.stderr[-3000:]}"
-        return r.stdout + r.stderr
+        assert not check or r.returncode == 0, f"{cmd}: {r.stdout[-3000:]}{r.stderr[-3000:]}"
+        return r if not check else r.stdout + r.stderr
 
     sh("git", "init", "-q")
     sh("dvc", "commit", "-f", "-q")  # the finished smoke run, recorded as the stage's state (dvc.lock)
     sh("git", "add", "-A")
     sh("git", "commit", "-qm", "smoke run")
     assert "didn't change" in sh("dvc", "repro", "--dry")
-
     out = sh("dvc", "exp", "run", "-S", "config/smoke.yaml:+scvar.variants.ecfm_k5={variant: ecfm, ecfm_interval: 5}",
              timeout=1200)
+    return work, out, sh
+
+
+def test_dvc_experiment_reruns_only_the_changed_variant(dvc_ablation):
+    """`dvc exp run -S` on the stage's params file adds a variant, DVC reruns the stage because a param changed,
+    Snakemake runs that variant's jobs and the summaries (no render, no other training), and `dvc exp show`
+    lists the params and the headline numbers only."""
+    import json
+
+    work, out, sh = dvc_ablation
     parts = re.split(r"^(?:local)?rule (\w+):$", out, flags=re.M)  # [before, rule, its block, rule, block, ...]
     ran = [(rule, (re.findall(r"^\s+wildcards: (.*)$", block, flags=re.M) or [""])[0])
            for rule, block in zip(parts[1::2], parts[2::2], strict=True)]
@@ -267,3 +230,38 @@ def test_dvc_experiment_reruns_only_the_changed_variant(smoke_dag, tmp_path):
     assert cols == {"results/smoke/paper/metrics.json"}, cols  # the headline numbers only, no baseline
     headline = json.loads((work / "results/smoke/paper/metrics.json").read_text())
     assert "ecfm_k5" in headline["scvar"] and set(headline["scvar"]["ecfm_k5"]) == {"ctrl_depth_rmse_m", "fid_judge"}
+
+
+def test_ablation_is_compared_beside_the_stored_baseline(smoke_dag, dvc_ablation, tmp_path):
+    """The smoke results pass against the stored smoke baseline; the added variant shows up as new beside the
+    stored variants; a stored value perturbed past its tolerance makes `crucible compare` fail and name it."""
+    import pandas as pd
+
+    tol = str(ROOT / "evaluation/tolerances.yaml")
+    r = run("crucible", "compare", "--results", "results/smoke", "--baseline", "evaluation/baselines/smoke", "--out",
+            str(tmp_path / "plain"))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+    work, _, sh = dvc_ablation
+    r = sh("crucible", "compare", "--results", "results/smoke", "--baseline", str(ROOT / "evaluation/baselines/smoke"),
+           "--tolerances", tol, "--out", str(tmp_path / "new"), check=False)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "scvar/ecfm_k5" in r.stdout.split("new variants (not in the baseline):")[1].splitlines()[0]
+    cmp = pd.read_csv(tmp_path / "new/comparison.csv", keep_default_na=False)
+    new = cmp[cmp["variant"] == "ecfm_k5"]
+    assert len(new) and set(new["verdict"]) == {"new"}
+    fid = cmp[(cmp["stage"] == "scvar") & (cmp["metric"] == "fid") & (cmp["condition"] == "gt_depth")]
+    block = list(fid["variant"])
+    assert block.index("ecfm_k5") == block.index("ecfm_k4") + 1  # beside the stored variants, in the same block
+
+    perturbed = tmp_path / "baseline"
+    shutil.copytree(ROOT / "evaluation/baselines/smoke", perturbed)
+    s = pd.read_csv(perturbed / "summary.csv", keep_default_na=False)
+    hit = (s["stage"] == "cam") & (s["variant"] == "full")
+    hit &= (s["condition"] == "mean_seen") & (s["metric"] == "depth_rmse")
+    assert hit.sum() == 1
+    s.loc[hit, ["mean", "ci_lo", "ci_hi"]] = s.loc[hit, ["mean", "ci_lo", "ci_hi"]].astype(float) * 0.7
+    s.to_csv(perturbed / "summary.csv", index=False)
+    r = sh("crucible", "compare", "--results", "results/smoke", "--baseline", str(perturbed), "--tolerances", tol,
+           "--out", str(tmp_path / "perturbed"), check=False)
+    assert r.returncode == 1 and "REGRESSED cam/full/mean_seen/depth_rmse" in r.stderr, r.stderr[-3000:]
