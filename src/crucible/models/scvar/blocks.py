@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from . import flex
+
 __all__ = [
     "AdaLNBeforeHead",
     "AdaLNSelfAttnBlock",
@@ -73,7 +75,9 @@ class SelfAttention(nn.Module):
         self.caching = enable
         self.cached_k = self.cached_v = None
 
-    def forward(self, x_BLC: torch.Tensor, mask_LL: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x_BLC: torch.Tensor, mask_LL: torch.Tensor | flex.BlockMask | None) -> torch.Tensor:
+        """mask_LL: a boolean (L, L) mask (scaled_dot_product_attention), a BlockMask (``attention: flex``,
+        see flex.py) or None."""
         q, k, v = rearrange(self.qkv(x_BLC), "b l (three h d) -> three b h l d", three=3, h=self.heads)
         if self.caching:
             if self.cached_k is not None:
@@ -81,6 +85,8 @@ class SelfAttention(nn.Module):
                 v = torch.cat([self.cached_v, v], dim=2)
             self.cached_k, self.cached_v = k, v
             mask_LL = None
+        if isinstance(mask_LL, flex.BlockMask):  # no attention dropout here: SCVARConfig forbids it with flex
+            return self.proj_drop(self.proj(rearrange(flex.attend(q, k, v, mask_LL), "b h l d -> b l (h d)")))
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask_LL, dropout_p=self.dropout if self.training else 0.0
         )
@@ -116,7 +122,7 @@ class AdaLNSelfAttnBlock(nn.Module):
         self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 6 * width))
 
     def forward(
-        self, x_BLC: torch.Tensor, cond_BD: torch.Tensor, mask_LL: torch.Tensor | None
+        self, x_BLC: torch.Tensor, cond_BD: torch.Tensor, mask_LL: torch.Tensor | flex.BlockMask | None
     ) -> torch.Tensor:
         g1, g2, s1, s2, b1, b2 = rearrange(self.ada_lin(cond_BD), "b (six c) -> six b 1 c", six=6)
         x_BLC = x_BLC + (1 + g1) * self.attn(self.ln(x_BLC) * (1 + s1) + b1, mask_LL)

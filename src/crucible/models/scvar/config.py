@@ -8,10 +8,11 @@ from typing import Any
 
 from ...dataclass_config import from_dict
 
-__all__ = ["SCVARConfig", "CONDITIONING_KINDS"]
+__all__ = ["SCVARConfig", "ATTENTION_KERNELS", "CONDITIONING_KINDS"]
 
 # How the visual condition enters the model; the named ablations in variants.py map onto these.
 CONDITIONING_KINDS = ("uncond", "ecfm", "inject", "lora")
+ATTENTION_KERNELS = ("sdpa", "flex")  # scaled_dot_product_attention with masks / FlexAttention (flex.py)
 
 
 @dataclass
@@ -31,6 +32,9 @@ class SCVARConfig:
     lora_alpha: float = 8.0  # LoRA update scaled by alpha / rank (Hu et al. 2021)
     dropout: float = 0.0  # attention-probability and residual-branch dropout
     init_std: float = 0.02  # std of the truncated-normal init of linears and embeddings (GPT-2 / VAR)
+    # attention kernel: "sdpa" (boolean L x L masks) or "flex" (FlexAttention BlockMasks, flex.py; README
+    # "Scaling out"); the default lives here, not in config/*.yaml, so existing settings hashes are unchanged
+    attention: str = "sdpa"
 
     def __post_init__(self) -> None:
         if self.variant not in CONDITIONING_KINDS:
@@ -48,6 +52,10 @@ class SCVARConfig:
         if self.ecfm_locality < 0 or self.ecfm_radius < 0:
             raise ValueError(f"ecfm_locality and ecfm_radius must be >= 0, got {self.ecfm_locality}, "
                              f"{self.ecfm_radius}")
+        if self.attention not in ATTENTION_KERNELS:
+            raise KeyError(f"unknown SCVAR attention {self.attention!r}; known: {list(ATTENTION_KERNELS)}")
+        if self.attention == "flex" and self.dropout > 0:
+            raise ValueError(f"attention: flex has no attention-probability dropout; dropout is {self.dropout}")
         if not 0.0 <= self.cond_dropout < 1.0:
             raise ValueError(f"cond_dropout must lie in [0, 1), got {self.cond_dropout}")
 

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from . import flex
 from .blocks import SelfAttention
 
 __all__ = ["ConditionPyramid", "CrossAttention", "ECFM"]
@@ -71,6 +72,8 @@ class CrossAttention(nn.Module):
 
     ``locality > 0`` adds a learnable per-head logit bias (initialised at ``locality``) on the condition
     tokens near each query's own position (``local_LM``, see blocks.local_window); 0 is plain attention.
+    With ``attention: flex`` (flex.py) ``mask_LM`` is a BlockMask and ``local_LM`` a flex.LocalPrior, which
+    adds the same bias as a score_mod.
     """
 
     def __init__(self, width: int, heads: int, dropout: float = 0.0, locality: float = 0.0):
@@ -85,11 +88,17 @@ class CrossAttention(nn.Module):
         self,
         x_BLC: torch.Tensor,
         c_BMC: torch.Tensor,
-        mask_LM: torch.Tensor | None,
-        local_LM: torch.Tensor | None = None,
+        mask_LM: torch.Tensor | flex.BlockMask | None,
+        local_LM: torch.Tensor | flex.LocalPrior | None = None,
     ) -> torch.Tensor:
         q = rearrange(self.q(x_BLC), "b l (h d) -> b h l d", h=self.heads)
         k, v = rearrange(self.kv(c_BMC), "b m (two h d) -> two b h m d", two=2, h=self.heads)
+        if isinstance(mask_LM, flex.BlockMask):  # no attention dropout: SCVARConfig forbids it with flex
+            score_mod = None
+            if self.locality is not None and isinstance(local_LM, flex.LocalPrior):
+                score_mod = local_LM.score_mod(self.locality)
+            out = flex.attend(q, k, v, mask_LM, score_mod)
+            return self.proj(rearrange(out, "b h l d -> b l (h d)"))
         attn_mask = mask_LM
         if self.locality is not None and local_LM is not None:
             attn_mask = self.locality[:, None, None] * local_LM  # (H, L, M) logit bias
@@ -123,11 +132,12 @@ class ECFM(nn.Module):
         self,
         f_BLC: torch.Tensor,
         c_BMC: torch.Tensor,
-        cross_mask_LM: torch.Tensor | None,
-        self_mask_LL: torch.Tensor | None,
-        local_LM: torch.Tensor | None = None,
+        cross_mask_LM: torch.Tensor | flex.BlockMask | None,
+        self_mask_LL: torch.Tensor | flex.BlockMask | None,
+        local_LM: torch.Tensor | flex.LocalPrior | None = None,
     ) -> torch.Tensor:
         """cross_mask: block-diagonal over the concatenated pyramid (None when f and c are one scale);
-        self_mask: block-causal (None with the KV cache on); local: the locality prior's neighbourhoods."""
+        self_mask: block-causal (None with the KV cache on); local: the locality prior's neighbourhoods. Boolean
+        / float tensors for ``attention: sdpa``, BlockMasks and a flex.LocalPrior for ``flex``."""
         f_BLC = f_BLC + self.cross_attn(self.ln_x(f_BLC), self.ln_c(c_BMC), cross_mask_LM, local_LM)
         return f_BLC + self.self_attn(self.ln_s(f_BLC), self_mask_LL)

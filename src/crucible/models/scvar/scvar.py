@@ -22,6 +22,7 @@ from .blocks import (
 )
 from .config import SCVARConfig
 from .ecfm import ECFM, ConditionPyramid
+from .flex import FlexMasks
 from .lora import apply_lora
 from .sampling import sample_top_k_top_p
 
@@ -89,6 +90,8 @@ class SCVAR(nn.Module):
         self.register_buffer("cross_mask_LL", block_diagonal_mask(self.scales), persistent=False)
         self.register_buffer("cross_local_LL", local_window(self.scales, cfg.ecfm_radius), persistent=False)
         self.register_buffer("lvl_1L", scale_ids(self.scales)[None], persistent=False)
+        # attention: flex: BlockMasks built per (token count, device) on first use, a plain attribute (flex.py)
+        self._flex = FlexMasks(self.scales, cfg.ecfm_radius) if cfg.attention == "flex" else None
         self._quantizer: tuple[MultiScaleQuantizer, ...] = (quantizer,) if quantizer is not None else ()
 
     def _init_base_weights(self) -> None:
@@ -189,6 +192,13 @@ class SCVAR(nn.Module):
             x_BlC = block(x_BlC, cond_BD, self_mask)
         return x_BlC
 
+    def _masks(self, n: int) -> tuple:
+        """(self, cross, locality) masks of the first n tokens: slices of the boolean / float buffers for
+        ``attention: sdpa``, cached BlockMasks and a flex.LocalPrior for ``flex``."""
+        if self._flex is not None:
+            return self._flex.get(n, self.attn_mask_LL.device)
+        return self.attn_mask_LL[:n, :n], self.cross_mask_LL[:n, :n], self.cross_local_LL[:n, :n]
+
     def _logits(self, h_BlC: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
         return self.head(self.head_norm(h_BlC, cond_BD))
 
@@ -211,7 +221,10 @@ class SCVAR(nn.Module):
         sos_BlC = (cond_BD[:, None, :] + self.pos_start).expand(B, self.first_l, -1)
         x_BLC = torch.cat([sos_BlC, self.word_embed(x_BLCvae)], dim=1) + self._lvl_pos_1LC()
         c_BLC = self.condition_tokens(cond_BCHW, B, drop_B)
-        h_BLC = self._backbone(x_BLC, cond_BD, c_BLC, self.attn_mask_LL, self.cross_mask_LL, self.cross_local_LL)
+        if self._flex is None:
+            h_BLC = self._backbone(x_BLC, cond_BD, c_BLC, self.attn_mask_LL, self.cross_mask_LL, self.cross_local_LL)
+        else:
+            h_BLC = self._backbone(x_BLC, cond_BD, c_BLC, *self._masks(self.L))
         return self._logits(h_BLC, cond_BD)
 
     def loss(self, logits_BLV: torch.Tensor, idx_list: list[torch.Tensor]) -> torch.Tensor:
@@ -296,14 +309,7 @@ class SCVAR(nn.Module):
                 else:
                     seen.append(next_NlC)
                     c_NlC = None if c_NLC is None else c_NLC[:, :end]
-                    h_NlC = self._backbone(
-                        torch.cat(seen, dim=1),
-                        cond_ND,
-                        c_NlC,
-                        self.attn_mask_LL[:end, :end],
-                        self.cross_mask_LL[:end, :end],
-                        self.cross_local_LL[:end, :end],
-                    )[:, cur:end]
+                    h_NlC = self._backbone(torch.cat(seen, dim=1), cond_ND, c_NlC, *self._masks(end))[:, cur:end]
                 logits_NlV = self._logits(h_NlC, cond_ND)
             logits_NlV = logits_NlV.float()  # guidance and sampling in fp32 (the same tensor when it is fp32)
             if use_cfg:
