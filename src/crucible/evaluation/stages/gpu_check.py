@@ -18,7 +18,6 @@ entries are skipped, with the reason in the JSON, when the prediction says they 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import re
 import sys
 import time
@@ -36,6 +35,7 @@ from ...errors import InputError
 from ...models.scvar import SCVAR, SCVARConfig
 from ...models.tokenizer.quant import MultiScaleQuantizer
 from ...provenance import provenance
+from ...train.precision import Precision
 from ...train.scvar import BASE, scvar_config
 from ...train.tokenizer import tokenizer_config
 
@@ -119,22 +119,10 @@ def _inputs(model: SCVAR, quant: MultiScaleQuantizer, B: int, device: torch.devi
     return idx, x, cond
 
 
-@contextlib.contextmanager
-def _matmul_mode(precision: str, device: torch.device):
-    """fp32: no TF32 in matmuls or cuDNN convolutions; tf32: both on (CUDA); bf16: fp32 weights + autocast."""
-    old = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
-    tf32 = precision == "tf32"
-    torch.set_float32_matmul_precision("high" if tf32 else "highest")
-    torch.backends.cudnn.allow_tf32 = tf32
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(old[0])
-        torch.backends.cudnn.allow_tf32 = old[1]
-
-
-def _autocast(precision: str, device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+def _precision(name: str, device: torch.device) -> Precision:
+    """The training loop's own setting for a measured precision: fp32 (no TF32 in matmuls or cuDNN
+    convolutions), tf32 (fp32 with both on, CUDA) or bf16 (fp32 weights, autocast, no TF32)."""
+    return Precision("fp32" if name == "tf32" else name, name == "tf32" and device.type == "cuda", device.type)
 
 
 def time_calls(fn, repeats: int, label: str = "") -> dict:
@@ -173,9 +161,11 @@ def _train_entry(model, quant, precision, device, B, repeats, lr, peak) -> dict:
     _memory(device, True)  # peak below: weights, grads, AdamW moments and one step's activations
     opt = torch.optim.AdamW(model.trainable_parameters(), lr=lr)
 
+    mode = _precision(precision, device)
+
     def step(counter: FlopCounterMode | None = None) -> dict[str, int]:
         opt.zero_grad(set_to_none=True)
-        with _autocast(precision, device):
+        with mode.autocast():
             logits = model(x, cond)
         loss = model.loss(logits, idx)
         fwd = counter.get_total_flops() if counter else 0
@@ -184,7 +174,7 @@ def _train_entry(model, quant, precision, device, B, repeats, lr, peak) -> dict:
         opt.step()
         return {"forward": int(fwd), "backward": int(bwd)}
 
-    with _matmul_mode(precision, device):
+    with mode.matmul_mode():
         counter = flop_counter()
         with counter:  # the first warm-up step, counted
             flops = step(counter)
@@ -213,9 +203,9 @@ def _sample_entries(model, quant, precision, device, batches, repeats, sample_cf
             def call(B=B, cond=cond, kv=kv, gen=gen):  # as crucible scvar sample runs it: autocast of the
                 model.generate(B, cond, sample_cfg["cfg_scale"] if cond is not None else 0.0,  # transformer only
                                sample_cfg["top_k"], sample_cfg["top_p"], gen, kv, quant,
-                               amp_dtype=torch.bfloat16 if precision == "bf16" else None)
+                               amp_dtype=_precision(precision, device).dtype)
 
-            with _matmul_mode(precision, device):
+            with _precision(precision, device).matmul_mode():
                 t = time_calls(call, repeats, f"sample {precision}")
             t["warmup"] = t["timer_warmup"]
             out[f"b{B}_{'kv' if kv else 'nokv'}"] = {
@@ -231,9 +221,9 @@ def bf16_logits_rel_err(model: SCVAR, quant: MultiScaleQuantizer, device: torch.
     _, x, cond = _inputs(model, quant, B, device)
     was = model.training
     model.eval()
-    with _matmul_mode("fp32", device):
+    with _precision("fp32", device).matmul_mode():
         ref = model(x, cond).float()
-        with _autocast("bf16", device):
+        with _precision("bf16", device).autocast():
             low = model(x, cond).float()
     model.train(was)
     return float((low - ref).norm() / ref.norm())
