@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from snakemake_jobs import job_blocks, job_field  # tests/, on the path via pytest's pythonpath
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -20,12 +21,9 @@ def _dry_run(*args) -> tuple[int, dict[str, list[tuple[str, str]]]]:
                        timeout=300)
     out = r.stdout + r.stderr
     jobs: dict[str, list[tuple[str, str]]] = {}
-    for block in re.split(r"\n(?=\[[^\]]+\]\n(?:local)?rule )", out):
-        m = re.search(r"^(?:local)?rule (\w+):", block, flags=re.M)
-        if m:
-            res = re.search(r"^\s+resources: (.*)$", block, flags=re.M)
-            cmd = re.search(r"^Shell command: (.*)$", block, flags=re.M)
-            jobs.setdefault(m.group(1), []).append((res.group(1) if res else "", cmd.group(1) if cmd else ""))
+    for rule, block in job_blocks(out):
+        cmd = re.search(r"^Shell command: (.*)$", block, flags=re.M)
+        jobs.setdefault(rule, []).append((job_field(block, "resources"), cmd.group(1) if cmd else ""))
     return r.returncode, jobs if r.returncode == 0 else {"error": [(out, "")]}
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from snakemake_jobs import job_blocks, job_field  # tests/, on the path via pytest's pythonpath
 
 from crucible.data.pointer import dvc_dir_hash, read_pointer
 
@@ -117,8 +118,6 @@ def _copy_tree(dst: Path) -> None:
 
 def _declared_report_files(profile_paper: str) -> list[str]:
     """Every file the rules mark with report(f"...") (workflow/rules/*.smk), for one profile's paper folder."""
-    import re
-
     from crucible.paper.tables import TABLES
 
     found = []
@@ -209,9 +208,7 @@ def test_dvc_experiment_reruns_only_the_changed_variant(dvc_ablation):
     import json
 
     work, out, sh = dvc_ablation
-    parts = re.split(r"^(?:local)?rule (\w+):$", out, flags=re.M)  # [before, rule, its block, rule, block, ...]
-    ran = [(rule, (re.findall(r"^\s+wildcards: (.*)$", block, flags=re.M) or [""])[0])
-           for rule, block in zip(parts[1::2], parts[2::2], strict=True)]
+    ran = [(rule, job_field(block, "wildcards")) for rule, block in job_blocks(out)]
     jobs = {rule for rule, _ in ran}
     assert "scvar_train" in jobs, out[-3000:]
     per_variant = [w for rule, w in ran if rule in ("scvar_train", "scvar_sample", "scvar_eval")]
