@@ -289,7 +289,7 @@ def test_tokenizer_rows_carry_colour_and_sample_counts(monkeypatch):
     size = cfg["data"]["image_size"]
     img = (torch.rand(6, size, size, 3, generator=torch.Generator().manual_seed(0)) * 255).round().to(torch.uint8)
     split = _Split(img)
-    monkeypatch.setattr(reconstruction, "SplitTensors", lambda path: split)
+    monkeypatch.setattr(reconstruction, "SplitTensors", lambda path, lazy=False: split)
     monkeypatch.setattr(reconstruction, "load_available_judge", lambda path: (_tiny_encoder(0), None))
     rows = {(r["metric"], r["backbone"]): r for r in reconstruction.tokenizer_rows(cfg, vq, "test", "judges")}
 

@@ -37,7 +37,7 @@ def _images(n: int, seed: int) -> torch.Tensor:
 class _Split:
     """What the stage reads of a packed split: ``raw["image"]`` (N, H, W, 3) uint8, ``len``, ``dataset_hash``."""
 
-    def __init__(self, path):
+    def __init__(self, path, lazy=False):
         self.raw = {"image": _images(N_TEST, 1).permute(0, 2, 3, 1).contiguous()}
         self.dataset_hash = "test"
 

@@ -105,7 +105,8 @@ def _cmd_tokenizer(args) -> None:
     else:  # tokenize
         from .atomic import write_tensors
 
-        codes = tokenize_split(vq, SplitTensors(t / "train.safetensors"), cfg["tokenizer"]["eval"]["batch_size"])
+        train = SplitTensors(t / "train.safetensors", lazy=True)
+        codes = tokenize_split(vq, train, cfg["tokenizer"]["eval"]["batch_size"])
         write_tensors({"tokens": codes}, out)
 
 

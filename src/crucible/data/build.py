@@ -1,8 +1,9 @@
 """``crucible data render``: render the whole multi-condition dataset of a profile (docs/design.md §4).
 
 Scenes are rendered in parallel worker processes (one Mitsuba thread each) and written by the parent in
-scene order, into ``<out>.partial`` which replaces ``<out>`` only when complete: an interrupted render
-never leaves a half dataset that looks finished. The same seed and config give byte-identical files.
+scene order, shard by shard (``data/shards.py``); the finished shards are gathered into ``<out>.partial``, which
+replaces ``<out>`` only when complete: an interrupted render never leaves a half dataset that looks finished,
+and a rerun keeps the shards that had finished. The same seed and config give byte-identical files.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from ..progress import progress as progress_bar
 from .conditions import CONDITIONS, canny_edges, contour_lines, sketch_lines
 from .render import init_mitsuba, render_scene
 from .scene import SPLITS, class_names, sample_scene, scene_rng
+from .shards import gather_shards, shard_done, shard_plan, shard_range, write_shard_record
 from .store import write_manifest, write_scene
 
-__all__ = ["RENDER_KEYS", "render_config", "render_with", "render_one", "render_worker_init", "render_dataset",
-           "scene_id"]
+__all__ = ["RENDER_KEYS", "render_config", "render_with", "render_one", "render_worker_init", "render_pool",
+           "render_shard", "gather_dataset", "render_dataset", "scene_id"]
 
 # the data keys that change rendered files (target / seen / held_out only choose among them)
 RENDER_KEYS = ("image_size", "scenes", "spp", "supersample", "objects", "shape_kinds", "textured_fraction",
@@ -73,42 +75,81 @@ def _job(args):
     return args[2], args[3], *render_one(*args)
 
 
-def render_dataset(cfg: dict, out: Path, threads: int = 1, progress: bool = True) -> dict:
-    """Render every split of ``cfg['data']`` into ``out``; returns the manifest."""
-    data = cfg["data"]
-    out = Path(out)
+def render_pool(threads: int):
+    """Worker processes for ``threads`` > 1 (fresh interpreters: Mitsuba's variant is per process), else None
+    (render in this process)."""
+    if threads > 1:
+        return mp.get_context("spawn").Pool(threads, initializer=render_worker_init)
+    init_mitsuba(threads=1)
+    return None
+
+
+def render_shard(cfg: dict, name: str, out: Path, pool=None, progress: bool = True) -> list[str]:
+    """Render shard ``name`` (``data/shards.py``) into the folder ``out`` (replaced), in ``pool``'s workers or in
+    this process; ``shard.json`` is written last. Returns its scene ids."""
+    data, out = cfg["data"], Path(out)
+    split, start, stop = shard_range(data, name)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    jobs = [(data, cfg["seed"], split, i) for i in range(start, stop)]
+    bar = progress_bar(total=len(jobs), desc=f"render {cfg['profile']} {name}", enabled=progress, unit="scene")
+    results = pool.imap(_job, jobs, chunksize=4) if pool is not None else map(_job, jobs)
+    for split_, index, arrays, params in results:
+        write_scene(out, split_, scene_id(split_, index), arrays, params)
+        bar.update()
+    bar.close()
+    ids = [scene_id(split, i) for i in range(start, stop)]
+    write_shard_record(out, name, ids, render_config(cfg))
+    return ids
+
+
+def gather_dataset(cfg: dict, shard_dirs: dict[str, Path], out: Path) -> dict:
+    """The dataset folder ``out`` from its finished shards: their files linked into ``<out>.partial``, the
+    manifest written from their records, then renamed to ``out``. Returns the manifest."""
+    data, out = cfg["data"], Path(out)
     partial = out.with_name(out.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
-    jobs = [(data, cfg["seed"], split, i) for split in SPLITS for i in range(data["scenes"][split])]
-    ids = {split: [scene_id(split, i) for i in range(data["scenes"][split])] for split in SPLITS}
-    bar = progress_bar(total=len(jobs), desc=f"render {cfg['profile']}", enabled=progress, unit="scene")
-    if threads > 1:
-        ctx = mp.get_context("spawn")  # fresh interpreters: Mitsuba's variant is per process
-        with ctx.Pool(threads, initializer=render_worker_init) as pool:
-            for split, index, arrays, params in pool.imap(_job, jobs, chunksize=4):
-                write_scene(partial, split, scene_id(split, index), arrays, params)
-                bar.update()
-    else:
-        init_mitsuba(threads=1)
-        for job in jobs:
-            split, index, arrays, params = _job(job)
-            write_scene(partial, split, scene_id(split, index), arrays, params)
-            bar.update()
-    bar.close()
+    gathered = gather_shards(shard_dirs, partial, data, render_config(cfg))
     manifest = {
         "source": "rendered",
         "image_size": data["image_size"],
         "depth_max": data["depth_max"],
         "classes": class_names(data["shape_kinds"]),
         "conditions": list(CONDITIONS),
-        "splits": ids,
+        "splits": gathered["ids"],
         "seed": cfg["seed"],
         "render_config": render_config(cfg),
     }
-    write_manifest(partial, manifest)
+    write_manifest(partial, manifest, files=gathered["files"])
     if out.exists():
         shutil.rmtree(out)
     partial.replace(out)
+    return manifest
+
+
+def render_dataset(cfg: dict, out: Path, threads: int = 1, progress: bool = True) -> dict:
+    """Render every split of ``cfg['data']`` into ``out``; returns the manifest.
+
+    Shards are rendered into ``<out>.shards/<name>`` and kept there until the dataset is gathered, so a rerun
+    after an interruption renders only the shards that had not finished (a finished shard of other render
+    settings is rendered again). The workflow runs the same steps as one job per shard (workflow/rules/data.smk).
+    """
+    out = Path(out)
+    shards = out.with_name(out.name + ".shards")
+    plan = shard_plan(cfg["data"])
+    todo = [n for n in plan if not shard_done(shards / n, n, render_config(cfg))]
+    if todo:
+        pool = render_pool(threads)
+        try:
+            for name in todo:
+                render_shard(cfg, name, shards / name, pool, progress)
+        finally:
+            if pool is not None:
+                pool.close()
+                pool.join()
+    manifest = gather_dataset(cfg, {n: shards / n for n in plan}, out)
+    shutil.rmtree(shards)
     return manifest

@@ -10,12 +10,34 @@ __all__ = ["add_data_verbs"]
 
 
 def _cmd_data_render(args) -> None:
-    from .build import render_dataset
+    from .build import render_dataset, render_shard
 
     cfg = load_for_job(Path(args.config), Path(args.config_dir))
+    if args.shard:
+        from .build import render_pool
+
+        pool = render_pool(args.threads)
+        try:
+            ids = render_shard(cfg, args.shard, Path(args.out), pool, progress=not args.quiet)
+        finally:
+            if pool is not None:
+                pool.close()
+                pool.join()
+        print(f"rendered shard {args.shard} ({len(ids)} scenes) into {args.out}")
+        return
     manifest = render_dataset(cfg, Path(args.out), threads=args.threads, progress=not args.quiet)
     n = sum(len(v) for v in manifest["splits"].values())
     print(f"rendered {n} scenes into {args.out}")
+
+
+def _cmd_data_gather(args) -> None:
+    from .build import gather_dataset
+    from .shards import shard_plan
+
+    cfg = load_for_job(Path(args.config), Path(args.config_dir))
+    shards = Path(args.shards)
+    manifest = gather_dataset(cfg, {n: shards / n for n in shard_plan(cfg["data"])}, Path(args.out))
+    print(f"gathered {sum(len(v) for v in manifest['splits'].values())} scenes from {shards} into {args.out}")
 
 
 def _cmd_data_import(args) -> None:
@@ -67,7 +89,8 @@ def _cmd_data_tensors(args) -> None:
     from .tensors import pack_split
 
     for split in args.splits or list(Manifest(Path(args.data)).data["splits"]):  # default: every split there is
-        pack_split(Path(args.data), split, Path(args.out) / f"{split}.safetensors", progress=not args.quiet)
+        pack_split(Path(args.data), split, Path(args.out) / f"{split}.safetensors", progress=not args.quiet,
+                   threads=args.threads)
 
 
 def add_data_verbs(sub, verb) -> None:
@@ -75,8 +98,12 @@ def add_data_verbs(sub, verb) -> None:
     --config, --config-dir, --threads)."""
     data = sub.add_parser("data", help="render, import and verify datasets").add_subparsers(dest="verb", required=True)
     sp = verb(data, "render", _cmd_data_render, "render the multi-condition dataset with Mitsuba 3")
-    sp.add_argument("--out", required=True)
+    sp.add_argument("--out", required=True, help="the dataset folder (with --shard: the shard's folder)")
+    sp.add_argument("--shard", help="render only this shard (<split>-<k>, see data.shard_scenes) into --out")
     sp.add_argument("--quiet", action="store_true")
+    sp = verb(data, "gather", _cmd_data_gather, "the dataset folder from its rendered shards")
+    sp.add_argument("--shards", required=True, help="folder holding one finished folder per shard")
+    sp.add_argument("--out", required=True)
     sp = verb(data, "import", _cmd_data_import, "import <root>/<split>/<image|condition>/<id>.png")
     sp.add_argument("root")
     sp.add_argument("--out", required=True)
@@ -102,5 +129,6 @@ def add_data_verbs(sub, verb) -> None:
     sp.add_argument("--data", required=True)
     sp.add_argument("--out", required=True, help="output folder: one <split>.safetensors per split")
     sp.add_argument("--splits", nargs="+", help="default: every split of the dataset (val is optional)")
+    sp.add_argument("--threads", type=int, default=1, help="threads reading (decoding) the scenes")
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=_cmd_data_tensors)

@@ -117,12 +117,14 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_manifest(root: Path, manifest: dict) -> None:
-    """Hash every file under ``root`` into the manifest and write it atomically."""
+def write_manifest(root: Path, manifest: dict, files: dict[str, str] | None = None) -> None:
+    """Hash every file under ``root`` into the manifest (or take ``files``, {relative path: sha256}, hashed when
+    they were written) and write it atomically."""
     root = Path(root)
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != "manifest.json")
-    manifest = {**manifest, "format": FORMAT,
-                "files": {p.relative_to(root).as_posix(): sha256_file(p) for p in files}}
+    if files is None:
+        paths = sorted(p for p in root.rglob("*") if p.is_file() and p.name != "manifest.json")
+        files = {p.relative_to(root).as_posix(): sha256_file(p) for p in paths}
+    manifest = {**manifest, "format": FORMAT, "files": dict(sorted(files.items()))}
     tmp = root / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, sort_keys=True, indent=1) + "\n")
     os.replace(tmp, root / "manifest.json")

@@ -2,7 +2,8 @@
 
 The rule ``tensors`` packs each split once per profile: stored forms (uint8 images and maps, float32
 metric depth) plus the per-scene attributes and the judge encoder's scene targets (``data/scene_targets.py``),
-and a JSON header (scene ids, classes, depth scale, the targets' names and heads).
+and a JSON header (scene ids, classes, depth scale, the targets' names and heads). Packing streams scene by
+scene (``data/pack_writer.py``), so its memory does not grow with the split either.
 :class:`SplitTensors` encodes fields on demand with the same :func:`encode_batch` the datasets use; it checks
 the whole pack once when it loads it (every float field finite), so a bad scene stops a job at its start
 whichever scenes training happens to draw.
@@ -11,17 +12,18 @@ whichever scenes training happens to draw.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..atomic import write_tensors
 from ..errors import InputError, read_tensors
 from ..progress import progress as progress_bar
 from ..provenance import dataset_hash
 from .conditions import CONDITIONS, encode_batch
 from .dataset import Manifest
+from .pack_writer import PackWriter
 from .packed_field import open_fields
 from .scene import scene_attributes
 from .scene_targets import head_layout, scene_targets, target_names
@@ -30,33 +32,51 @@ from .store import DataError, file_path, read_file
 __all__ = ["PACK_FORMAT", "pack_split", "SplitTensors"]
 
 
-def pack_split(root: Path, split: str, out: Path, progress: bool = True) -> None:
+def _read_scene(root: Path, split: str, sid: str, kinds: list[str], m: Manifest) -> dict[str, np.ndarray]:
+    """One scene's stored arrays and its per-scene rows (presence, count, judge targets)."""
+    out = {k: read_file(root, split, k, sid, m.image_size) for k in kinds}
+    params = read_file(root, split, "params", sid)
+    presence, count = scene_attributes(params, m.classes[2:])
+    try:
+        targets = scene_targets(params, m.classes[2:])
+    except ValueError as e:
+        raise DataError(file_path(root, split, "params", sid), str(e)) from e
+    out["presence"] = np.asarray(presence, dtype=np.float32)
+    out["count"] = np.asarray(count, dtype=np.int64)
+    out["targets"] = np.asarray(targets, dtype=np.float32)
+    return out
+
+
+def pack_split(root: Path, split: str, out: Path, progress: bool = True, threads: int = 1,
+               chunk: int = 64) -> None:
+    """Pack one split into ``out``, streamed (``data/pack_writer.py``): scenes are read ``chunk`` at a time by
+    ``threads`` threads (PNG decoding releases the GIL) and written to their rows, so memory holds one chunk
+    whatever the split's size."""
     m = Manifest(root)
     ids = m.ids(split)
+    if not ids:
+        raise DataError(root / "manifest.json", f"split {split!r} has no scenes: nothing to pack")
     kinds = ["image", *[c for c in CONDITIONS if c in m.conditions]]
-    arrays: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
-    presence, count, targets = [], [], []
     layout = head_layout(m.classes[2:])
-    for sid in progress_bar(ids, desc=f"pack {split}", enabled=progress, unit="scene"):
-        for k in kinds:
-            arrays[k].append(read_file(root, split, k, sid, m.image_size))
-        params = read_file(root, split, "params", sid)
-        p, c = scene_attributes(params, m.classes[2:])
-        presence.append(p)
-        count.append(c)
-        try:
-            targets.append(scene_targets(params, m.classes[2:]))
-        except ValueError as e:
-            raise DataError(file_path(root, split, "params", sid), str(e)) from e
-    tensors = {k: torch.from_numpy(np.stack(v)) for k, v in arrays.items()}
-    tensors["presence"] = torch.tensor(presence, dtype=torch.float32).reshape(len(ids), -1)
-    tensors["count"] = torch.tensor(count, dtype=torch.int64)
-    tensors["targets"] = torch.tensor(targets, dtype=torch.float32).reshape(len(ids), -1)
+    first = _read_scene(root, split, ids[0], kinds, m)
+    fields = {k: (a.dtype, (len(ids), *a.shape)) for k, a in first.items()}
     header = {"ids": json.dumps(ids), "classes": json.dumps(m.classes), "depth_max": str(m.depth_max),
               "conditions": json.dumps([k for k in kinds if k != "image"]), "split": split,
               "dataset_hash": dataset_hash(root), "target_names": json.dumps(target_names(layout)),
               "target_heads": json.dumps(layout)}
-    write_tensors(tensors, out, metadata=header)
+    bar = progress_bar(total=len(ids), desc=f"pack {split}", enabled=progress, unit="scene")
+    with PackWriter(out, fields, header) as w, ThreadPoolExecutor(max(1, threads)) as pool:
+        for s in range(0, len(ids), chunk):
+            part = ids[s:s + chunk]
+            for i, scene in enumerate(pool.map(lambda sid: _read_scene(root, split, sid, kinds, m), part), s):
+                for name, a in scene.items():
+                    if a.shape != fields[name][1][1:]:
+                        kind = "params" if name in ("presence", "count", "targets") else name
+                        raise DataError(file_path(root, split, kind, ids[i]), f"{name}: shape {a.shape}, the split's "
+                                        f"first scene has {fields[name][1][1:]}")
+                    w.write(name, i, a)
+                bar.update()
+    bar.close()
 
 
 REPACK = "delete it and rerun `crucible data tensors` (the workflow's tensors rule)"

@@ -105,7 +105,7 @@ def _ctrl_rmse(results_dir: Path, data, idx: torch.Tensor, samples: dict) -> tup
 def load_panels(results_dir: Path, cfg: dict, tensors: Path, seed: int, scenes: int) -> Panels:
     from ..data.tensors import SplitTensors
 
-    data = SplitTensors(tensors)
+    data = SplitTensors(tensors, lazy=True)
     samples = {}
     for v in cfg["scvar"]["variants"]:
         p = Path(results_dir, "scvar", v, f"seed{seed}", "samples.safetensors")

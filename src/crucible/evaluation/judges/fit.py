@@ -82,7 +82,7 @@ def fit_judge(cfg: dict, kind: str, train: Path, test: Path, out: Path, progress
     Trained through the shared loop: resumable from ``<out without suffix>/`` and data-parallel under torchrun.
     The batch of step s is row s of one seeded (steps, batch_size) draw of train indices."""
     device = training_device()
-    tr, te = SplitTensors(train, lazy=True), SplitTensors(test)
+    tr, te = SplitTensors(train, lazy=True), SplitTensors(test, lazy=True)
     seed, t = cfg["seeds"][0], train_settings(cfg, kind)
     reason = unavailable_reason(cfg, kind, tr, te)
     if reason is not None:

@@ -91,7 +91,7 @@ def run_bench(cfg: dict, scvar_models: dict[str, Path], cam_models: dict[str, Pa
     from ...progress import progress as progress_bar
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    data = SplitTensors(test)
+    data = SplitTensors(test, lazy=True)
     vq = load_tokenizer(tokenizer, cfg, device)
     rows = _Rows(seed)
     jobs = [("scvar", k, v) for k, v in scvar_models.items()] + [("cam", k, v) for k, v in cam_models.items()]

@@ -84,7 +84,7 @@ def write_bound_samples(cfg: dict, variant: str, tokenizer: Path | None, tensors
         if tokenizer is None:
             raise InputError("--variant tokenizer_recon needs --tokenizer (the tokenizer checkpoint)")
         vq = load_tokenizer(tokenizer, cfg, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    images = bound_images(cfg, variant, SplitTensors(tensors), vq)
+    images = bound_images(cfg, variant, SplitTensors(tensors, lazy=True), vq)
     write_tensors({BOUND_SOURCE: images}, out, metadata={"scenes": str(len(images)), "bound": variant,
                                                          "seed": SEED_NOTE})
     return len(images)

@@ -24,9 +24,14 @@ from ..results.rows import result_rows, unavailable_rows
 __all__ = ["mean_depth_baseline", "predict", "eval_cam", "eval_hotplug"]
 
 
-def mean_depth_baseline(train: SplitTensors, target: str, res: int) -> torch.Tensor:
-    """(1,1,res,res) per-pixel mean of the train split's target map: what "predicting the mean" means."""
-    return resize(train.field(target, slice(None)), res).mean(dim=0, keepdim=True)
+def mean_depth_baseline(train: SplitTensors, target: str, res: int, chunk: int = 512) -> torch.Tensor:
+    """(1,1,res,res) per-pixel mean of the train split's target map: what "predicting the mean" means. Summed
+    ``chunk`` scenes at a time in float64, so memory does not grow with the split."""
+    total = None
+    for s in range(0, len(train), chunk):
+        part = resize(train.field(target, slice(s, s + chunk)), res).double().sum(dim=0, keepdim=True)
+        total = part if total is None else total + part
+    return (total / len(train)).float()
 
 
 @torch.no_grad()
@@ -64,12 +69,12 @@ def _unavailable(variant: str, seed: int, cond: str | None, metrics: tuple[str, 
 def eval_cam(cfg: dict, model_path: Path, test: Path, train: Path, variant: str, seed: int) -> list[dict]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, meta = load_cam(model_path, device, expect_config=cam_run_config(cfg, variant))
-    data, res, target = SplitTensors(test), cfg["cam"]["resolution"], cfg["data"]["target"]
+    data, res, target = SplitTensors(test, lazy=True), cfg["cam"]["resolution"], cfg["data"]["target"]
     n, batch = min(cfg["cam"]["eval"]["scenes"], len(data)), cfg["cam"]["eval"]["batch_size"]
     gt = resize(data.field(target, torch.arange(n)), res)
     rows = []
     if variant == next(iter(cfg["cam"]["variants"])):  # the baseline once per seed, not once per variant
-        baseline = mean_depth_baseline(SplitTensors(train), target, res).expand_as(gt)
+        baseline = mean_depth_baseline(SplitTensors(train, lazy=True), target, res).expand_as(gt)
         rows = _rows("mean_depth", seed, None, depth_errors(baseline, gt, data.depth_max), stage="cam_baseline")
     preds = {}
     torch.manual_seed(seed)  # the posterior sample behind the KL estimate
@@ -104,7 +109,7 @@ def eval_cam(cfg: dict, model_path: Path, test: Path, train: Path, variant: str,
 def eval_hotplug(cfg: dict, run_dir: Path, test: Path, result: dict) -> list[dict]:
     """Rows for one hot-plug run: E_new on the frozen CAM vs the from-scratch reference."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    data, res, target = SplitTensors(test), cfg["cam"]["resolution"], cfg["data"]["target"]
+    data, res, target = SplitTensors(test, lazy=True), cfg["cam"]["resolution"], cfg["data"]["target"]
     n_eval = min(cfg["cam"]["eval"]["scenes"], len(data))
     gt = resize(data.field(target, torch.arange(n_eval)), res)
     cond, seed = result["condition"], result["seed"]

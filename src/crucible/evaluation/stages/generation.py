@@ -87,13 +87,13 @@ def _row(variant, seed, source, metric, value, backbone=None, status=STATUS_OK, 
 
 def evaluate_samples(cfg: dict, samples: Path, test: Path, judges: Path, variant: str, seed: int) -> list[dict]:
     ev = cfg["evaluation"]
-    data = SplitTensors(test)
+    data = SplitTensors(test, lazy=True)
     fakes = load_samples(samples)
     encoder, why_encoder = load_available_judge(Path(judges) / "encoder.safetensors")
     if encoder is not None:
         register_judge(JUDGE_BACKBONE, encoder)
     dense = {k: load_available_judge(Path(judges) / f"{k}.safetensors") for k in DENSE_KINDS}
-    real_all = data.raw["image"].permute(0, 3, 1, 2).contiguous()  # (N,3,H,W) uint8: the reference set
+    real_all = data.raw["image"][:].permute(0, 3, 1, 2).contiguous()  # (N,3,H,W) uint8: the reference set
     n = {fake.shape[0] for fake in fakes.values()}
     if len(n) != 1:
         raise InputError(f"{samples}: condition sources hold different numbers of images {sorted(n)}; {RESAMPLE}")

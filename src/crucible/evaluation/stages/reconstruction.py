@@ -44,10 +44,10 @@ def _row(seed: int, metric: str, value, backbone: str | None = None, status: str
 def tokenizer_rows(cfg: dict, vq, test: Path, judges: Path | None) -> list[dict]:
     """Rows of the tokenizer's quality on the test split; FID rows need the frozen judges (``judges``)."""
     seed, ev = cfg["seeds"][0], cfg["evaluation"]
-    data = SplitTensors(test)
+    data = SplitTensors(test, lazy=True)
     batch = cfg["tokenizer"]["eval"]["batch_size"]
     rows = [_row(seed, k, v) for k, v in eval_tokenizer(vq, data, batch).items()]
-    real = data.raw["image"].permute(0, 3, 1, 2).contiguous()
+    real = data.raw["image"][:].permute(0, 3, 1, 2).contiguous()
     with torch.no_grad():
         recon = reconstruct_split(vq, data, batch)
     rows += [_row(seed, k, v) if v is not None else _row(seed, k, None, status="unavailable", reason=GREY_REASON)

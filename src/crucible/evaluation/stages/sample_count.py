@@ -125,10 +125,10 @@ def sample_count(cfg: dict, test: Path, judges: Path, samples: list[tuple[str, P
     ``n_real``, ``resample``, ``kid_subset_size`` and ``pr_k``) and what they rest on (for the provenance).
     ``samples``: (variant, samples.safetensors) pairs, several seeds of a variant as several pairs."""
     ev = cfg["evaluation"]
-    data = SplitTensors(test)
+    data = SplitTensors(test, lazy=True)
     n_max = min(int(cfg["scvar"]["sample"]["scenes"]), len(data) // 2)
     grid = count_grid(n_max, max(2, int(ev["pr_k"]) + 1))
-    real_all = data.raw["image"].permute(0, 3, 1, 2).contiguous()  # (N,3,H,W) uint8
+    real_all = data.raw["image"][:].permute(0, 3, 1, 2).contiguous()  # (N,3,H,W) uint8
     hw = tuple(real_all.shape[2:])
     sets = [(FLOOR, None, FLOOR_CONDITION, real_all[:n_max])]
     sets += [(variant, *_sample_set(Path(path), variant, n_max, hw)) for variant, path in samples]

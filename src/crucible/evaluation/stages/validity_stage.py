@@ -147,7 +147,7 @@ def run_validity(cfg: dict, test: Path, data_root: Path, judges_dir: Path, token
 
     t0 = time.perf_counter()
     seconds = {}
-    data = SplitTensors(test)
+    data = SplitTensors(test, lazy=True)
     manifest = _check_data(data, Path(data_root))
     ev, seed = cfg["evaluation"], int(cfg["seed"])
     n = min(int(cfg["scvar"]["sample"]["scenes"]), len(data) // 2)

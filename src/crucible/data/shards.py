@@ -1,0 +1,105 @@
+"""Rendering in shards (docs/design.md §4, README "Scaling out"): each split is cut into runs of
+``data.shard_scenes`` consecutive scenes; a shard is rendered by one job into its own folder, and
+:func:`gather_shards` links the shards' files into the dataset folder and writes its manifest.
+
+A shard folder holds the dataset layout for its scenes plus ``shard.json`` (written last: a folder without it
+is unfinished) with its scene range, the render settings and every file's sha256, so gathering does not read
+the files again. Every scene is rendered from its own seed (``build.render_one``), so the files do not depend
+on how the scenes are cut into shards or on how many processes render them: a sharded render is byte-identical
+to a one-job render.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from ..errors import InputError
+from .scene import SPLITS
+from .store import NOT_DATA, sha256_file
+
+__all__ = ["SHARD_FILE", "shard_plan", "shard_range", "shard_done", "write_shard_record", "gather_shards"]
+
+SHARD_FILE = "shard.json"
+
+
+def shard_plan(data_cfg: dict) -> list[str]:
+    """Shard names ``<split>-<k:04d>`` in render order; ``data.shard_scenes`` absent: one shard per split."""
+    names = []
+    for split in SPLITS:
+        n = int(data_cfg["scenes"][split])
+        size = int(data_cfg.get("shard_scenes") or max(n, 1))
+        names += [f"{split}-{k:04d}" for k in range((n + size - 1) // size)]
+    return names
+
+
+def shard_range(data_cfg: dict, name: str) -> tuple[str, int, int]:
+    """(split, first scene index, one past the last) of shard ``name``; an unknown name raises InputError."""
+    if name not in shard_plan(data_cfg):
+        raise InputError(f"shard {name!r} is not one of this config's shards "
+                         f"(data.scenes {data_cfg['scenes']}, data.shard_scenes {data_cfg.get('shard_scenes')}): "
+                         f"{', '.join(shard_plan(data_cfg))}")
+    split, k = name.rsplit("-", 1)
+    n = int(data_cfg["scenes"][split])
+    size = int(data_cfg.get("shard_scenes") or max(n, 1))
+    return split, int(k) * size, min(n, (int(k) + 1) * size)
+
+
+def _files(folder: Path) -> dict[str, str]:
+    """sha256 of every data file under ``folder`` by its path relative to it."""
+    skip = {*NOT_DATA, SHARD_FILE}
+    return {p.relative_to(folder).as_posix(): sha256_file(p)
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in skip}
+
+
+def write_shard_record(folder: Path, name: str, ids: list[str], render_cfg: dict) -> None:
+    """Mark ``folder`` finished: its scenes, settings and file hashes, written atomically."""
+    record = {"shard": name, "ids": ids, "render_config": render_cfg, "files": _files(folder)}
+    tmp = folder / (SHARD_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, sort_keys=True, indent=1) + "\n")
+    os.replace(tmp, folder / SHARD_FILE)
+
+
+def shard_done(folder: Path, name: str, render_cfg: dict) -> bool:
+    """The folder holds a finished shard ``name`` rendered with these settings."""
+    try:
+        record = json.loads((folder / SHARD_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return record.get("shard") == name and record.get("render_config") == render_cfg
+
+
+def _link(src: Path, dst: Path) -> None:
+    """A hard link where the file system allows it (no copy of the bytes), else a copy."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def gather_shards(shard_dirs: dict[str, Path], out: Path, data_cfg: dict, render_cfg: dict) -> dict:
+    """Link every shard's files into the folder ``out``; returns ``{"ids": {split: scene ids}, "files": {relative
+    path: sha256}}`` for the manifest. Refuses a missing, unfinished or foreign shard, naming it."""
+    want = shard_plan(data_cfg)
+    missing, extra = [n for n in want if n not in shard_dirs], sorted(set(shard_dirs) - set(want))
+    if missing or extra:
+        raise InputError(f"gather: this config's shards are {want}; missing {missing}, not in the config {extra}")
+    ids: dict[str, list[str]] = {split: [] for split in SPLITS}
+    files: dict[str, str] = {}
+    for name in want:
+        folder = Path(shard_dirs[name])
+        if not shard_done(folder, name, render_cfg):
+            raise InputError(f"{folder}: not a finished shard {name!r} of these render settings (no {SHARD_FILE}, "
+                             f"or one for another shard or config); render it again")
+        record = json.loads((folder / SHARD_FILE).read_text())
+        split, start, stop = shard_range(data_cfg, name)
+        if len(record["ids"]) != stop - start:
+            raise InputError(f"{folder / SHARD_FILE}: {len(record['ids'])} scenes, expected {stop - start}")
+        ids[split] += record["ids"]
+        for rel, digest in record["files"].items():
+            _link(folder / rel, out / rel)
+            files[rel] = digest
+    return {"ids": ids, "files": files}
