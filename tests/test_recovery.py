@@ -229,8 +229,9 @@ def test_a_killed_run_recovers_with_the_plain_command(tmp_path):
     cmd = ["snakemake", "--cores", "2", str(run_dir.relative_to(work) / "model.safetensors"),
            "--configfile", "config/smoke.yaml", "longer.yaml"]
 
-    # 1. killed while rendering: data/smoke exists half-written, marked incomplete; the lock stays
-    _run_until(cmd, work, lambda: any((work / "data/smoke").rglob("*.png")))
+    # 1. killed while rendering: a shard folder (data/smoke.shards/<shard>) exists half-written, marked incomplete;
+    # the lock stays
+    _run_until(cmd, work, lambda: any((work / "data/smoke.shards").rglob("*.png")))
     assert len(lock_files(work)) == 2 and any((work / ".snakemake/incomplete").iterdir())
     # without the default profile Snakemake stops at the incomplete output (the lock it only warns of in -n)
     r = subprocess.run([*cmd, "-n", "--workflow-profile", "none"], cwd=work, env=ENV, capture_output=True,
@@ -253,7 +254,7 @@ def test_a_killed_run_recovers_with_the_plain_command(tmp_path):
     assert resumed and 0 < int(resumed[1]) < steps, log[-2000:]
     r = subprocess.run(["crucible", "data", "verify", "data/smoke"], cwd=work, env=ENV, capture_output=True,
                        text=True, timeout=300)
-    assert r.returncode == 0 and "files intact" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]  # re-rendered whole
+    assert r.returncode == 0 and "files intact" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]  # shard re-rendered
 
     # the uninterrupted reference: the rule's own command (cam.smk, one thread) into a fresh folder
     ref = tmp_path / "reference"

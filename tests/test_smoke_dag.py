@@ -213,7 +213,7 @@ def test_dvc_experiment_reruns_only_the_changed_variant(dvc_ablation):
     assert "scvar_train" in jobs, out[-3000:]
     per_variant = [w for rule, w in ran if rule in ("scvar_train", "scvar_sample", "scvar_eval")]
     assert all("variant=ecfm_k5" in w for w in per_variant), ran
-    assert not jobs & {"render_dataset", "tensors", "cam_train", "tokenizer_train", "judge_fit"}, jobs
+    assert not jobs & {"render_shard", "render_dataset", "tensors", "cam_train", "tokenizer_train", "judge_fit"}, jobs
     assert (work / "results/smoke/scvar/ecfm_k5/seed0/eval.json").is_file()
 
     diff = json.loads(sh("dvc", "params", "diff", "HEAD", "--json"))  # the applied experiment vs the smoke run

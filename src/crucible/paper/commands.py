@@ -73,6 +73,14 @@ def _cmd_runtime(args) -> None:
     print(f"wrote the runtime of {int(table['jobs'].iloc[-1]) if len(table) else 0} jobs to {args.out}/runtime.*")
 
 
+def _cmd_memory(args) -> None:
+    from .memory_table import write_memory_table
+
+    table = write_memory_table([Path(r) for r in args.runs], Path(args.out))
+    print(table.to_markdown(index=False, floatfmt=".0f"))
+    print(f"wrote {args.out}.md and {args.out}.json")
+
+
 def add_paper_verbs(sub, verb) -> None:
     """Register the ``paper`` group on the CLI's subparsers; ``verb`` is the CLI's own verb factory (adds
     --config, --config-dir, --threads)."""
@@ -83,6 +91,9 @@ def add_paper_verbs(sub, verb) -> None:
     sp = verb(paper, "runtime", _cmd_runtime, "runtime per rule from Snakemake's benchmark files (md, csv, tex, html)")
     sp.add_argument("--benchmarks", required=True, help="benchmarks/<profile>: one TSV per job")
     sp.add_argument("--out", required=True, help="output folder (paper/tables)")
+    sp = verb(paper, "memory", _cmd_memory, "peak memory per rule against the train-split size (make scale-check)")
+    sp.add_argument("--runs", nargs="+", required=True, help="working folders of DAG runs of different sizes")
+    sp.add_argument("--out", required=True, help="path without suffix: <out>.md and <out>.json")
     sp = verb(paper, "figure", _cmd_figure, "one figure as PNG and PDF")
     sp.add_argument("name", choices=FIGURES)
     sp.add_argument("--results", help="results/<profile> (every figure but dataset)")
