@@ -58,6 +58,22 @@ def test_what_a_run_depends_on_changes_its_key():
     assert run_key(other, {"cam": "no_flow"}, ("data",)) == key
 
 
+def test_the_sampling_step_is_no_part_of_a_run():
+    """scvar.sample.step changes how fast sampling runs, not what it draws (tests/test_fast_sampling.py): switching
+    it keeps every SCVAR checkpoint, resume state and sample job, as `compute` does; the rest of scvar.sample
+    still counts."""
+    cfg = small_cfg()
+    compiled = copy.deepcopy(cfg)
+    compiled["scvar"]["sample"]["step"] = "compiled"
+    scenes = copy.deepcopy(cfg)
+    scenes["scvar"]["sample"]["scenes"] += 1
+    for variant in ("base", "ecfm_k1"):
+        key = run_key(cfg, {"scvar": variant}, ("tokenizer", "data"))
+        assert run_key(compiled, {"scvar": variant}, ("tokenizer", "data")) == key
+        assert run_key(scenes, {"scvar": variant}, ("tokenizer", "data")) != key
+    assert compiled["scvar"]["sample"]["step"] == "compiled"  # the config itself is left as it was
+
+
 def test_snakemake_rerun_trigger_is_the_checkpoint_key():
     """common.smk's run_hash("data", cam=variant) hashes exactly what the CAM checkpoint stores as its config."""
     cfg = small_cfg()

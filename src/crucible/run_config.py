@@ -17,6 +17,9 @@ from .config import config_hash
 __all__ = ["run_config", "run_key", "config_diff", "cam_run", "hotplug_run", "tokenizer_run", "scvar_run"]
 
 STAGES = ("cam", "scvar")
+# settings of how fast a run goes, not of what it computes (like the top-level ``compute`` section): no part of any
+# run, so setting them reruns nothing and keeps every checkpoint and resume state
+SPEED_ONLY = {"scvar": ("sample", "step")}
 
 
 def run_config(cfg: Mapping, stages: Mapping[str, str | None] | None = None, sections: Iterable[str] = (),
@@ -31,6 +34,9 @@ def run_config(cfg: Mapping, stages: Mapping[str, str | None] | None = None, sec
         if stage not in STAGES:
             raise ValueError(f"run_config: {stage!r} is not a stage with variants; stages: {list(STAGES)}")
         shared = {k: copy.deepcopy(v) for k, v in cfg[stage].items() if k != "variants"}
+        if stage in SPEED_ONLY:
+            section, key = SPEED_ONLY[stage]
+            shared.get(section, {}).pop(key, None)
         entry = cfg[stage]["variants"].get(variant)
         out[stage] = {**shared, "variants": {variant: copy.deepcopy(entry)}}
     overlap = set(out) & set(extra)

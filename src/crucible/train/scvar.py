@@ -23,6 +23,7 @@ from ..atomic import write_tensors
 from ..data.tensors import SplitTensors
 from ..errors import InputError, read_tensors
 from ..models.scvar import SCVAR, SCVARConfig, load_base_into
+from ..models.scvar.fast_sampling import step_setting
 from ..provenance import provenance
 from ..run_config import scvar_run
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
@@ -154,7 +155,8 @@ def sample_scvar(cfg: dict, model_path: Path, tokenizer: Path, tensors: Path, se
                         _cam_depth(cam_path, data, src, idx, cfg["cam"]["resolution"], size, device))
             with precision.matmul_mode():
                 img = model.generate_images(vq, len(idx), cond, cfg_scale=s["cfg_scale"], top_k=s["top_k"],
-                                            top_p=s["top_p"], generator=gen, amp_dtype=precision.dtype)
+                                            top_p=s["top_p"], generator=gen, amp_dtype=precision.dtype,
+                                            step=step_setting(s))
             chunks.append(((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu())
         images[src] = torch.cat(chunks)
     header = {"scenes": str(n), "seed": str(seed)}

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ...data.tensors import SplitTensors
+from ...models.scvar.fast_sampling import step_setting
 from ...models.scvar.flops import generation_flops
 from ...train.cam import aligned_depth, load_cam
 from ...train.scvar import load_scvar
@@ -50,8 +51,9 @@ def bench_scvar(cfg: dict, variant: str, model_path: Path, vq, data: SplitTensor
         for kv, suffix in ((True, ""), (False, "_nokv")):
             gen = torch.Generator(device=device).manual_seed(0)
 
-            def call(B=B, cond=cond, kv=kv, gen=gen):
-                return model.generate_images(vq, B, cond, generator=gen, use_kv_cache=kv, **kw)
+            def call(B=B, cond=cond, kv=kv, gen=gen):  # the compiled step needs the KV cache: eager without it
+                return model.generate_images(vq, B, cond, generator=gen, use_kv_cache=kv,
+                                             step=step_setting(s) if kv else "eager", **kw)
 
             t = benchmark(call, warmup=b["warmup"], repeats=b["repeats"], device=device)
             if B == 1:

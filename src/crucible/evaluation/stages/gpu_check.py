@@ -9,7 +9,9 @@ TF32 matmuls and convolutions) and bf16 (``torch.autocast``). Its FLOPs are coun
 (block-causal masked pairs are computed too), element-wise work (AdamW, activations) is not counted.
 TFLOP/s = step FLOPs / median step time; MFU = TFLOP/s / the device's dense peak for that precision.
 Sampling: ``SCVAR.generate`` (every scale, CFG as in ``scvar.sample``, the tokenizer quantizer's phi convs; no
-image decode, which ``crucible bench`` times) at batch 1 and ``batch``, KV cache on and off, fp32 and bf16.
+image decode, which ``crucible bench`` times) at batch 1 and ``batch``, KV cache on and off, fp32 and bf16; in
+``sample_compiled``, KV cache on, ``scvar.sample.step: compiled`` (fast_sampling.py; ``compiled_kinds``, default: the
+first kind on CUDA), its 3 first calls (compiling each scale, recording the CUDA graphs) timed apart: ``compile_s``.
 Timing: ``torch.utils.benchmark.Timer`` (it synchronises the device); each call stamps the same clock, so every
 timed call has its own time. fp32, the slowest precision, runs last, cheapest kind first, and a kind's fp32
 entries are skipped, with the reason in the JSON, when the prediction says they would overrun ``budget_s``.
@@ -33,6 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 from ...atomic import write_json
 from ...errors import InputError
 from ...models.scvar import SCVAR, SCVARConfig
+from ...models.scvar.fast_sampling import compile_kwargs, step_setting
 from ...models.tokenizer.quant import MultiScaleQuantizer
 from ...provenance import provenance
 from ...train.precision import Precision
@@ -192,26 +195,32 @@ def _train_entry(model, quant, precision, device, B, repeats, lr, peak) -> dict:
             "mfu_reason": None if peak[0] is not None else peak[1], **mem}
 
 
-def _sample_entries(model, quant, precision, device, batches, repeats, sample_cfg) -> dict:
-    out = {}
+def _sample_entries(model, quant, precision, device, batches, repeats, sample_cfg, step="eager") -> dict:
+    out = {}  # eager: KV cache on and off; compiled: on, after 3 untimed calls (compile_s, module docstring)
     for B in batches:
         _, _, cond = _inputs(model, quant, B, device)
-        for kv in (True, False):
+        for kv in (True, False) if step == "eager" else (True,):
             gen = torch.Generator(device=device).manual_seed(0)
             _memory(device, True)
 
             def call(B=B, cond=cond, kv=kv, gen=gen):  # as crucible scvar sample runs it: autocast of the
                 model.generate(B, cond, sample_cfg["cfg_scale"] if cond is not None else 0.0,  # transformer only
                                sample_cfg["top_k"], sample_cfg["top_p"], gen, kv, quant,
-                               amp_dtype=_precision(precision, device).dtype)
+                               amp_dtype=_precision(precision, device).dtype, step=step)
 
+            warm, first = (3 if step == "compiled" else 0), time.perf_counter()  # compile, warm up, record graphs
             with _precision(precision, device).matmul_mode():
-                t = time_calls(call, repeats, f"sample {precision}")
-            t["warmup"] = t["timer_warmup"]
+                for _ in range(warm):
+                    call()
+                first = time.perf_counter() - first if warm else None
+                t = time_calls(call, repeats, f"sample {precision} {step}")
+            t["warmup"] = t["timer_warmup"] + warm
             out[f"b{B}_{'kv' if kv else 'nokv'}"] = {
-                "batch": B, "kv_cache": kv, "timing": t, "per_image_ms": t["median_s"] / B * 1e3,
-                "per_image_p10_ms": t["p10_s"] / B * 1e3, "per_image_p90_ms": t["p90_s"] / B * 1e3,
-                **_memory(device, False)}
+                "batch": B, "kv_cache": kv, "step": step, "compile_s": first, "timing": t,
+                "per_image_ms": t["median_s"] / B * 1e3, "per_image_p10_ms": t["p10_s"] / B * 1e3,
+                "per_image_p90_ms": t["p90_s"] / B * 1e3, **_memory(device, False)}
+    if step == "compiled":
+        torch._dynamo.reset()  # drop this model's compiled scales and their CUDA-graph pools
     return out
 
 
@@ -231,7 +240,8 @@ def bf16_logits_rel_err(model: SCVAR, quant: MultiScaleQuantizer, device: torch.
 
 def gpu_check(cfg: dict, device, out: Path | None, *, batch: int, repeats: int, kinds: list[str] | None = None,
               precisions: list[str] | None = None, scale: float = 1.0, sample_repeats: int | None = None,
-              budget_s: float | None = 270.0, peak: dict[str, float] | None = None, log=None) -> dict:
+              budget_s: float | None = 270.0, peak: dict[str, float] | None = None, log=None,
+              compiled_kinds: list[str] | None = None) -> dict:
     """Measure (module docstring), write the JSON atomically to ``out`` (unless None) and return it."""
     t0, device, log = time.perf_counter(), torch.device(device), log or (lambda msg: None)
     if not (scale > 0 and batch >= 1 and repeats >= 1 and (sample_repeats or 1) >= 1):
@@ -244,13 +254,18 @@ def gpu_check(cfg: dict, device, out: Path | None, *, batch: int, repeats: int, 
         raise InputError(f"unknown SCVAR kinds {bad}; known: {[BASE, *variants]}")
     on_cuda = device.type == "cuda"
     precisions = list(precisions or (PRECISIONS if on_cuda else ("fp32", "bf16")))
+    if set(compiled_kinds or ()) - set(kinds):
+        raise InputError(f"compiled kinds {sorted(set(compiled_kinds) - set(kinds))} are not among the kinds {kinds}")
     if set(precisions) - set(PRECISIONS):
         raise InputError(f"unknown precisions {sorted(set(precisions) - set(PRECISIONS))}; known: {PRECISIONS}")
     sizes = scaled_sizes(cfg, scale, batch, kinds)
     B, lr, sample_cfg = sizes["batch"], cfg["scvar"]["train"]["lr"], cfg["scvar"]["sample"]
+    step = step_setting(sample_cfg)  # recorded; both steps are measured whatever it says
     name = torch.cuda.get_device_name(device) if on_cuda else f"cpu ({torch.get_num_threads()} threads)"
     train = {k: {} for k in kinds}
     sample = {k: {} for k in kinds}
+    compiled_kinds = list(kinds[:1] if on_cuda else []) if compiled_kinds is None else list(compiled_kinds)
+    sample_compiled = {k: {} for k in kinds}
     info, skipped, wall = {}, [], {}
 
     def measure(model, quant, kind, prec):
@@ -263,7 +278,12 @@ def gpu_check(cfg: dict, device, out: Path | None, *, batch: int, repeats: int, 
         if prec != "tf32":  # sampling: fp32 and bf16
             sample[kind][prec] = _sample_entries(model, quant, prec, device, (1, B), sample_repeats or repeats,
                                                  sample_cfg)
-        wall[kind, prec] = time.perf_counter() - t
+        wall[kind, prec] = time.perf_counter() - t  # the compile time below stays out of the fp32 prediction
+        why = (f"{kind} not in compiled_kinds {compiled_kinds}" if kind not in compiled_kinds else f"over the "
+               f"{budget_s:g} s budget before it started" if budget_s and time.perf_counter() - t0 > budget_s else None)
+        if prec != "tf32":
+            sample_compiled[kind][prec] = {"skipped": why} if why else _sample_entries(
+                model, quant, prec, device, (1, B), sample_repeats or repeats, sample_cfg, "compiled")
 
     for kind in kinds:  # bf16 and tf32 first: the cheap part, never skipped
         model, quant = _build(cfg, kind, sizes, device)
@@ -294,12 +314,14 @@ def gpu_check(cfg: dict, device, out: Path | None, *, batch: int, repeats: int, 
                 "model": {k: sizes[k] for k in ("depth", "width", "heads")}, "paper_model": cfg["scvar"]["model"],
                 "tokens": tokenizer_config(cfg).num_tokens, "scales": list(tokenizer_config(cfg).scales),
                 "image_size": cfg["data"]["image_size"], "codebook_size": cfg["tokenizer"]["model"]["codebook_size"],
-                "sample": {k: sample_cfg[k] for k in ("cfg_scale", "top_k", "top_p")}, "kinds": kinds,
+                "sample": {k: sample_cfg[k] for k in ("cfg_scale", "top_k", "top_p")} | {"step": step},
+                "kinds": kinds, "compiled_kinds": compiled_kinds, "torch_compile": compile_kwargs(device.type),
                 "precisions": precisions, "optimizer": f"torch.optim.AdamW(lr={lr})"}
     doc = {"what": __doc__.split("\n\n")[0], "date": datetime.now(UTC).isoformat(timespec="seconds"),
            "device": {"type": device.type, "name": name, "torch": torch.__version__, "cuda": torch.version.cuda},
            "provenance": provenance(cfg, seed=0, stage="gpu_check"), "settings": settings, "kinds": info,
-           "train": train, "sample": sample, "skipped": skipped, "elapsed_s": time.perf_counter() - t0}
+           "train": train, "sample": sample, "sample_compiled": sample_compiled, "skipped": skipped,
+           "elapsed_s": time.perf_counter() - t0}
     if "uncond" in variants and "uncond" not in kinds:
         doc["not_measured"] = {"uncond": "scvar.variants.uncond is the base's network (variant uncond)"}
     if out is not None:
@@ -320,11 +342,13 @@ def summary_lines(doc: dict) -> list[str]:
             mem = "null" if e["peak_memory_bytes"] is None else f"{e['peak_memory_bytes'] / 2**30:.2f} GiB"
             lines.append(f"train  {kind:14s} {prec:4s} {e['timing']['median_s']:.4g} s/step  "
                          f"{e['tflops']:.3g} TFLOP/s  MFU {mfu}  peak {mem}")
-    for kind, entries in doc["sample"].items():
-        for prec, e in entries.items():
-            cells = ("skipped" if "skipped" in e else
-                     "  ".join(f"{k} {v['per_image_ms']:.3g} ms/img" for k, v in e.items()))
-            lines.append(f"sample {kind:14s} {prec:4s} {cells}")
+    for key, tag in (("sample", ""), ("sample_compiled", " compiled step:")):
+        for kind, entries in doc.get(key, {}).items():
+            for prec, e in entries.items():
+                cells = (f"skipped: {e['skipped']}" if "skipped" in e else "  ".join(
+                    f"{k} {v['per_image_ms']:.3g} ms/img" + (f" (compile {v['compile_s']:.3g} s)" if
+                                                            v.get("compile_s") else "") for k, v in e.items()))
+                lines.append(f"sample {kind:14s} {prec:4s}{tag} {cells}")
     return lines
 
 
@@ -347,7 +371,8 @@ def _cmd(args) -> None:
     doc = gpu_check(cfg, device, Path(args.out), batch=args.batch, repeats=args.repeats, kinds=args.kinds,
                     precisions=args.precisions, scale=SMALL_SCALE if args.small else args.scale,
                     sample_repeats=args.sample_repeats, budget_s=None if args.no_budget else args.budget_s,
-                    peak=_peaks(args.peak_tflops), log=lambda msg: print(f"gpu check: {msg}", file=sys.stderr))
+                    peak=_peaks(args.peak_tflops), log=lambda msg: print(f"gpu check: {msg}", file=sys.stderr),
+                    compiled_kinds=args.compiled_kinds)
     print("\n".join(summary_lines(doc)))
     print(f"wrote {args.out} ({doc['elapsed_s']:.0f} s)")
 
@@ -374,5 +399,7 @@ def add_gpu_check_verb(parent, name: str = "gpu") -> argparse.ArgumentParser:
     sp.add_argument("--budget-s", type=float, default=270.0, help="skip fp32 entries predicted to overrun this")
     sp.add_argument("--no-budget", action="store_true", help="measure every entry, however long")
     sp.add_argument("--device", help="default: cuda when available, else cpu")
+    sp.add_argument("--compiled-kinds", nargs="*", help="kinds also sampled with scvar.sample.step compiled (default: "
+                    "the first kind on CUDA, none on CPU; the flag alone: none)")
     sp.set_defaults(func=_cmd)
     return sp

@@ -58,32 +58,55 @@ class SelfAttention(nn.Module):
 
     With the cache on, each call must pass exactly the tokens of the next scale: they attend to the cached
     keys of all earlier scales and to each other, which is what the block-causal mask allows, so no mask
-    is applied.
+    is applied. The cache is a pair of static (B, heads, length, hd) buffers: a call writes its keys and values
+    at [pos, pos + l) and attends to the prefix view [0, pos + l), so no scale allocates or copies the earlier
+    ones, and every scale has one fixed shape (what a compiled step needs, fast_sampling.py). The attention
+    sees the same numbers as with a cache grown by concatenation, and gives bit-identical outputs on CPU.
     """
 
     def __init__(self, width: int, heads: int, dropout: float = 0.0):
         super().__init__()
-        self.heads, self.dropout = heads, dropout
+        self.heads, self.head_dim, self.dropout = heads, width // heads, dropout
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
         self.proj_drop = nn.Dropout(dropout)
         self.caching = False
-        self.cached_k: torch.Tensor | None = None  # (B, heads, l_seen, hd)
-        self.cached_v: torch.Tensor | None = None
+        self.cache_len, self.cache_size = 0, 0  # tokens written / buffer length (plain ints, not state)
+        self.cache_k: torch.Tensor | None = None  # (B, heads, cache_size, hd), plain attributes: not in state_dict
+        self.cache_v: torch.Tensor | None = None
 
-    def kv_caching(self, enable: bool) -> None:
-        self.caching = enable
-        self.cached_k = self.cached_v = None
+    def kv_caching(self, enable: bool, length: int = 0, keep: bool = False) -> None:
+        """Turn the cache on (for ``length`` tokens in all) or off, and rewind it. The buffers are dropped unless
+        ``keep`` (a compiled step keeps them, so their addresses stay fixed between generate calls)."""
+        self.caching, self.cache_len, self.cache_size = enable, 0, int(length) if enable else 0
+        if not keep:
+            self.cache_k = self.cache_v = None
+
+    def reserve_kv(self, batch: int, dtype: torch.dtype, device: torch.device) -> None:
+        """Allocate the buffers for ``batch`` rows, unless the ones held already fit (batch, length, dtype, device)."""
+        shape = (batch, self.heads, self.cache_size, self.head_dim)
+        k = self.cache_k
+        if k is None or tuple(k.shape) != shape or k.dtype != dtype or k.device != torch.device(device):
+            self.cache_k = torch.empty(shape, dtype=dtype, device=device)
+            self.cache_v = torch.empty(shape, dtype=dtype, device=device)
+
+    def _append_kv(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        start, end = self.cache_len, self.cache_len + k.shape[2]
+        if end > self.cache_size:
+            raise RuntimeError(f"KV cache of {self.cache_size} tokens is full: {start} cached, {k.shape[2]} more")
+        if start == 0:  # first scale: (re)allocate when the held buffers do not fit
+            self.reserve_kv(k.shape[0], k.dtype, k.device)
+        self.cache_k.narrow(2, start, end - start).copy_(k)
+        self.cache_v.narrow(2, start, end - start).copy_(v)
+        self.cache_len = end
+        return self.cache_k.narrow(2, 0, end), self.cache_v.narrow(2, 0, end)  # (B, h, l_seen + l, hd) views
 
     def forward(self, x_BLC: torch.Tensor, mask_LL: torch.Tensor | flex.BlockMask | None) -> torch.Tensor:
         """mask_LL: a boolean (L, L) mask (scaled_dot_product_attention), a BlockMask (``attention: flex``,
         see flex.py) or None."""
         q, k, v = rearrange(self.qkv(x_BLC), "b l (three h d) -> three b h l d", three=3, h=self.heads)
         if self.caching:
-            if self.cached_k is not None:
-                k = torch.cat([self.cached_k, k], dim=2)  # (B, h, l_seen + l, hd)
-                v = torch.cat([self.cached_v, v], dim=2)
-            self.cached_k, self.cached_v = k, v
+            k, v = self._append_kv(k, v)
             mask_LL = None
         if isinstance(mask_LL, flex.BlockMask):  # no attention dropout here: SCVARConfig forbids it with flex
             return self.proj_drop(self.proj(rearrange(flex.attend(q, k, v, mask_LL), "b h l d -> b l (h d)")))

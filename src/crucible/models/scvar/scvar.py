@@ -22,6 +22,7 @@ from .blocks import (
 )
 from .config import SCVARConfig
 from .ecfm import ECFM, ConditionPyramid
+from .fast_sampling import check_step, compiled_step, prepare_kv, recompile_limit, scale_step
 from .flex import FlexMasks
 from .lora import apply_lora
 from .sampling import sample_top_k_top_p
@@ -93,6 +94,7 @@ class SCVAR(nn.Module):
         # attention: flex: BlockMasks built per (token count, device) on first use, a plain attribute (flex.py)
         self._flex = FlexMasks(self.scales, cfg.ecfm_radius) if cfg.attention == "flex" else None
         self._quantizer: tuple[MultiScaleQuantizer, ...] = (quantizer,) if quantizer is not None else ()
+        self._compiled_step: tuple = ()  # (device type, compiled per-scale step), made on first use (fast_sampling.py)
 
     def _init_base_weights(self) -> None:
         std = self.cfg.init_std
@@ -132,10 +134,11 @@ class SCVAR(nn.Module):
         return name.startswith(("cond_encoder.", "null_cond", "ecfm.")) or name.rsplit(".", 1)[-1] in (
             "lora_A", "lora_B")
 
-    def kv_caching(self, enable: bool) -> None:
+    def kv_caching(self, enable: bool, keep: bool = False) -> None:
+        """KV caches of every self-attention on (for the L tokens) or off; ``keep``: hold on to their buffers."""
         for m in self.modules():
             if isinstance(m, SelfAttention):
-                m.kv_caching(enable)
+                m.kv_caching(enable, self.L, keep)
 
     @property
     def ecfm_block_indices(self) -> list[int]:
@@ -245,6 +248,7 @@ class SCVAR(nn.Module):
         use_kv_cache: bool = True,
         quantizer: MultiScaleQuantizer | None = None,
         amp_dtype: torch.dtype | None = None,
+        step: str = "eager",
     ) -> list[torch.Tensor]:
         """Sample B images scale by scale; returns per-scale indices [(B, pn*pn)].
 
@@ -252,7 +256,13 @@ class SCVAR(nn.Module):
         Without the KV cache every scale reruns the whole prefix with the masks (the reference path).
         ``amp_dtype`` (bf16/fp16; ``None``: fp32) autocasts the transformer's forward passes (condition encoder,
         input embedding, blocks, head); the logits are cast back to fp32 before guidance and sampling, and the
-        tokenizer's accumulated f̂ stays fp32 (README "Scaling out")."""
+        tokenizer's accumulated f̂ stays fp32 (README "Scaling out").
+        ``step`` (``scvar.sample.step``): ``eager``, or ``compiled`` to run each scale's backbone + head through
+        torch.compile (CUDA graphs on CUDA; KV cache required; fast_sampling.py). Sampling stays eager."""
+        check_step(step)
+        if step == "compiled" and not use_kv_cache:
+            raise ValueError("scvar.sample.step: compiled runs the KV-cached per-scale step; use_kv_cache=False "
+                             "(the uncached reference path) has only step eager")
         quant = quantizer if quantizer is not None else (self._quantizer[0] if self._quantizer else None)
         if quant is None:
             raise RuntimeError(
@@ -261,9 +271,11 @@ class SCVAR(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            return self._generate(quant, B, cond, cfg_scale, top_k, top_p, generator, use_kv_cache, amp_dtype)
+            with recompile_limit(self) if step == "compiled" else contextlib.nullcontext():
+                return self._generate(quant, B, cond, cfg_scale, top_k, top_p, generator, use_kv_cache, amp_dtype,
+                                      step)
         finally:
-            self.kv_caching(False)
+            self.kv_caching(False, keep=step == "compiled")  # a compiled step keeps its static buffers
             self.train(was_training)
 
     def _generate(
@@ -277,6 +289,7 @@ class SCVAR(nn.Module):
         generator: torch.Generator | None,
         use_kv_cache: bool,
         amp_dtype: torch.dtype | None = None,
+        step: str = "eager",
     ) -> list[torch.Tensor]:
         use_cfg = self.cfg.uses_condition and cond is not None and cfg_scale != 0.0
         device_type = self.start_emb.device.type
@@ -297,20 +310,25 @@ class SCVAR(nn.Module):
         next_NlC = sos_NlC + lvl_pos_1LC[:, : self.first_l]  # embedded input of the current scale
         seen: list[torch.Tensor] = []  # embedded inputs of all scales so far (uncached path)
         idx_list: list[torch.Tensor] = []
-        self.kv_caching(use_kv_cache)
+        if use_kv_cache:  # static K/V buffers of (N, L) tokens, allocated once before the first scale
+            prepare_kv(self, N, amp_dtype, keep=step == "compiled")
+        else:
+            self.kv_caching(False)
+        step_fn = compiled_step(self) if step == "compiled" else scale_step
         cur = 0
         for si, pn in enumerate(self.scales):
             end = cur + pn * pn
-            with amp():
-                if use_kv_cache:  # only this scale's tokens; earlier scales come from the caches
-                    c_NlC = None if c_NLC is None else c_NLC[:, cur:end]
-                    h_NlC = self._backbone(next_NlC, cond_ND, c_NlC, None, None,
-                                           self.cross_local_LL[cur:end, cur:end])
-                else:
+            if use_kv_cache:  # only this scale's tokens; earlier scales come from the caches
+                c_NlC = None if c_NLC is None else c_NLC[:, cur:end]
+                logits_NlV = step_fn(self, next_NlC, cond_ND, c_NlC, cur, end, amp_dtype)
+                if step == "compiled":  # a CUDA graph's output is overwritten by its next replay
+                    logits_NlV = logits_NlV.clone()
+            else:
+                with amp():
                     seen.append(next_NlC)
                     c_NlC = None if c_NLC is None else c_NLC[:, :end]
                     h_NlC = self._backbone(torch.cat(seen, dim=1), cond_ND, c_NlC, *self._masks(end))[:, cur:end]
-                logits_NlV = self._logits(h_NlC, cond_ND)
+                    logits_NlV = self._logits(h_NlC, cond_ND)
             logits_NlV = logits_NlV.float()  # guidance and sampling in fp32 (the same tensor when it is fp32)
             if use_cfg:
                 logits_NlV = (1 + cfg_scale) * logits_NlV[:B] - cfg_scale * logits_NlV[B:]
