@@ -35,7 +35,7 @@ def _run(folder: Path) -> tuple[int, pd.Series]:
     jobs = read_benchmarks(Path(folder) / "benchmarks" / cfg["profile"])
     if jobs.empty:
         raise InputError(f"{folder}/benchmarks/{cfg['profile']}: no benchmark files; run the DAG there first")
-    rss = jobs.groupby("rule")["rss_mb"].max()
+    rss = jobs.groupby("rule")["rss_mb"].max().astype(float)
     pack = Path(folder) / "results" / cfg["profile"] / "tensors" / "train.safetensors"
     rss[REFERENCE] = pack.stat().st_size / 2**20 if pack.is_file() else float("nan")
     return int(cfg["data"]["scenes"]["train"]), rss
