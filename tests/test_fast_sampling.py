@@ -95,7 +95,7 @@ def test_buffers_are_reset_between_calls_and_released_after_eager():
 
 
 @pytest.mark.slow  # dynamo traces every scale: 10-25 s on a small CPU
-@pytest.mark.parametrize("name", ["ecfm_k2", "lora"])
+@pytest.mark.parametrize("name", ["ecfm_k2"])  # cross-attention and CFG: the widest step
 def test_compiled_step_equals_eager(name, monkeypatch):
     monkeypatch.setitem(fs.COMPILE_OVERRIDE, "backend", "aot_eager")
     model, cond = setup(name)

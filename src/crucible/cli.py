@@ -147,6 +147,12 @@ def _cmd_judges_fit(args) -> None:
     write_json(_results(cfg, rows, cfg["seeds"][0], t / "test.safetensors"), Path(args.quality))
 
 
+def _cmd_sample_count(args) -> None:
+    from .evaluation.stages.sample_count import command  # torch-fidelity: imported only by the verbs that use it
+
+    command(args)
+
+
 def _cmd_evaluate_samples(args) -> None:
     from .atomic import write_json
     from .evaluation.stages.bounds import bound_provenance
@@ -285,8 +291,11 @@ def _parser() -> argparse.ArgumentParser:
     for a in ("--judges", "--tensors", "--data", "--out"):
         sp.add_argument(a, required=True)
     sp.add_argument("--tokenizer", help="tokenizer checkpoint (.safetensors): adds its reconstructions")
-    from .evaluation.stages.sample_count import add_sample_count_verb
-    add_sample_count_verb(evl, verb)
+    sp = verb(evl, "sample-count", _cmd_sample_count, "FID/KID/PR vs the number of images: real-vs-real floor and "
+              "variants")
+    sp.add_argument("--samples", nargs="+", required=True, help="VARIANT=samples.safetensors pairs (one per seed)")
+    for a in ("--judges", "--tensors", "--out"):
+        sp.add_argument(a, required=True)
 
     sp = verb(sub, "bench", _cmd_bench, "speed: SCVAR latency/throughput (KV cache on/off), FLOPs; CAM latency")
     sp.add_argument("--scvar", nargs="*", default=[], help="VARIANT=CHECKPOINT pairs (.safetensors)")

@@ -48,7 +48,7 @@ from ..metrics.fidelity import (
 from ..results.rows import STATUS_UNAVAILABLE, result_row
 
 __all__ = ["STAGE", "FLOOR", "FLOOR_CONDITION", "METRICS", "REPEATS", "count_grid", "subsets", "feature_metrics",
-           "sample_source", "sample_count", "add_sample_count_verb"]
+           "sample_source", "sample_count", "command"]
 
 STAGE = "sample_count"
 FLOOR, FLOOR_CONDITION = "real_images", "real"  # the floor's variant and condition
@@ -155,7 +155,8 @@ def sample_count(cfg: dict, test: Path, judges: Path, samples: list[tuple[str, P
     return rows, info
 
 
-def _cmd(args) -> None:
+def command(args) -> None:
+    """``crucible evaluate sample-count`` (its arguments: cli.py)."""
     from ...atomic import write_json
     from ...config import load_for_job
     from ...provenance import provenance
@@ -175,11 +176,3 @@ def _cmd(args) -> None:
     prov = provenance(cfg, seed=None, backbone=JUDGE_BACKBONE, **info)
     write_json({"provenance": prov, "rows": rows}, Path(args.out))
     print(f"wrote {len(rows)} rows (n = {', '.join(map(str, info['grid']))}) to {args.out}")
-
-
-def add_sample_count_verb(evaluate, verb) -> None:
-    """Register ``crucible evaluate sample-count`` on the ``evaluate`` group; ``verb`` is the CLI's verb factory."""
-    sp = verb(evaluate, "sample-count", _cmd, "FID/KID/PR vs the number of images: real-vs-real floor and variants")
-    sp.add_argument("--samples", nargs="+", required=True, help="VARIANT=samples.safetensors pairs (one per seed)")
-    for a in ("--judges", "--tensors", "--out"):
-        sp.add_argument(a, required=True)
