@@ -168,3 +168,17 @@ def test_gpu_check_times_the_compiled_step_when_asked(monkeypatch):
     assert any("compiled step: b1_kv" in line for line in gc.summary_lines(doc))
     doc = gc.gpu_check(small_cfg(), "cpu", None, **{**kw, "kinds": ["base"]})  # default on CPU: none compiled
     assert doc["settings"]["compiled_kinds"] == [] and "skipped" in doc["sample_compiled"]["base"]["fp32"]
+
+
+def test_kept_buffers_keep_their_addresses_across_batch_sizes():
+    """A compiled step keeps one buffer pair per batch shape: sampling alternates full and last batches, and a CUDA
+    graph replays only into the addresses it recorded."""
+    model, _ = setup("uncond")
+    attn = next(m for m in model.modules() if isinstance(m, SelfAttention))
+    ptrs = []
+    for n in (2, 3, 2, 3):
+        fs.prepare_kv(model, n, None, keep=True)
+        ptrs.append((attn.cache_k.data_ptr(), attn.cache_v.data_ptr(), attn.cache_k.shape[0]))
+    assert ptrs[0] == ptrs[2] and ptrs[1] == ptrs[3] and ptrs[0][:2] != ptrs[1][:2]
+    model.kv_caching(False)  # eager (keep False): every buffer is released
+    assert attn.cache_k is None and attn._kept == {}

@@ -97,11 +97,11 @@ def test_gather_refuses_missing_unfinished_or_foreign_shards(tmp_path):
         gather_dataset(cfg, {n: f for n, f in shards.items() if n != "val-0000"}, tmp_path / "out")
     record = json.loads((shards["val-0000"] / SHARD_FILE).read_text())
     (shards["val-0000"] / SHARD_FILE).unlink()
-    with pytest.raises(InputError, match="val-0000.*not a finished shard"):
+    with pytest.raises(InputError, match="val-0000: not a finished shard .*no readable shard.json"):
         gather_dataset(cfg, shards, tmp_path / "out")
     record["render_config"]["spp"] = 99
     (shards["val-0000"] / SHARD_FILE).write_text(json.dumps(record))
-    with pytest.raises(InputError, match="not a finished shard 'val-0000' of these render settings"):
+    with pytest.raises(InputError, match="'val-0000' of this config: its shard.json is of .*other render settings"):
         gather_dataset(cfg, shards, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert render_config(cfg)["spp"] != 99
@@ -116,5 +116,26 @@ def test_cli_renders_one_shard_and_gathers(whole, tmp_path):
               "--quiet"])
     main(["data", "gather", "--config", str(path), "--shards", str(tmp_path / "s"), "--out", str(tmp_path / "d")])
     assert _manifest(tmp_path / "d") == _manifest(whole)
-    shutil.rmtree(tmp_path / "s")  # the dataset's files are links or copies: they outlive the shards
-    assert (tmp_path / "d" / "train" / "image" / "train_000004.png").stat().st_size > 0
+    shard_file = tmp_path / "s" / "train-0001" / "train" / "image" / "train_000004.png"
+    data_file = tmp_path / "d" / "train" / "image" / "train_000004.png"
+    assert data_file.stat().st_ino == shard_file.stat().st_ino  # a hard link: the bytes are not copied
+    shutil.rmtree(tmp_path / "s")  # and they outlive the shards
+    assert data_file.stat().st_size > 0 and data_file.stat().st_nlink == 1
+
+
+def test_a_changed_shard_size_or_a_lost_file_renders_the_shard_again(whole, tmp_path, monkeypatch):
+    """Shards left by an interrupted run with another data.shard_scenes name other scenes than this config's
+    shards of the same name; a finished shard one of whose files is gone is no longer finished."""
+    out = tmp_path / "data"
+    shards = tmp_path / "data.shards"
+    for name in shard_plan(_cfg(2)["data"]):  # an interrupted run at size 2 (train-0000 holds scenes 0-1)
+        render_shard(_cfg(2), name, shards / name, progress=False)
+    (shards / "test-0000" / "test" / "depth" / "test_000000.npy").unlink()
+    calls = []
+    monkeypatch.setattr(build, "render_shard", lambda *a, **k: calls.append(a[1]) or render_shard(*a, **k))
+    render_dataset(_cfg(3), out, threads=1, progress=False)  # size 3: train-0000 holds scenes 0-2
+    assert calls == ["train-0000", "train-0001", "test-0000"]  # val-0000 (2 scenes either way) was kept
+    assert _manifest(out) == _manifest(whole)
+    with pytest.raises(InputError, match="lists other scenes"):
+        render_shard(_cfg(2), "train-0000", tmp_path / "s2", progress=False)
+        gather_dataset(_cfg(3), {n: tmp_path / "s2" for n in shard_plan(_cfg(3)["data"])}, tmp_path / "never")

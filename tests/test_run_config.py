@@ -12,7 +12,16 @@ from crucible.config import config_hash
 from crucible.data.build import render_dataset
 from crucible.data.tensors import pack_split
 from crucible.evaluation.stages.cam_eval import eval_cam
-from crucible.run_config import cam_run, config_diff, hotplug_run, run_config, run_key, scvar_run, tokenizer_run
+from crucible.run_config import (
+    cam_run,
+    config_diff,
+    hotplug_run,
+    run_config,
+    run_key,
+    scvar_run,
+    section_config,
+    tokenizer_run,
+)
 from crucible.train import CheckpointError
 from crucible.train.cam import train_cam
 
@@ -58,20 +67,31 @@ def test_what_a_run_depends_on_changes_its_key():
     assert run_key(other, {"cam": "no_flow"}, ("data",)) == key
 
 
-def test_the_sampling_step_is_no_part_of_a_run():
-    """scvar.sample.step changes how fast sampling runs, not what it draws (tests/test_fast_sampling.py): switching
-    it keeps every SCVAR checkpoint, resume state and sample job, as `compute` does; the rest of scvar.sample
-    still counts."""
+def test_execution_settings_are_no_part_of_a_run_or_a_section():
+    """scvar.sample.step (eager or compiled: the same draws, tests/test_fast_sampling.py) and data.shard_scenes
+    (the render's cut into jobs: the same bytes, tests/test_render_shards.py) change how a run is executed, not
+    what it computes: switching them keeps every checkpoint, resume state and job, as `compute` does; their
+    neighbours (scvar.sample.scenes, data.spp) still count."""
     cfg = small_cfg()
-    compiled = copy.deepcopy(cfg)
-    compiled["scvar"]["sample"]["step"] = "compiled"
-    scenes = copy.deepcopy(cfg)
-    scenes["scvar"]["sample"]["scenes"] += 1
-    for variant in ("base", "ecfm_k1"):
-        key = run_key(cfg, {"scvar": variant}, ("tokenizer", "data"))
-        assert run_key(compiled, {"scvar": variant}, ("tokenizer", "data")) == key
-        assert run_key(scenes, {"scvar": variant}, ("tokenizer", "data")) != key
-    assert compiled["scvar"]["sample"]["step"] == "compiled"  # the config itself is left as it was
+    executed = copy.deepcopy(cfg)
+    executed["scvar"]["sample"]["step"] = "compiled"
+    executed["data"]["shard_scenes"] = 2
+    for key in ("scvar.sample.scenes", "data.spp"):
+        changed = copy.deepcopy(cfg)
+        section, *path = key.split(".")
+        node = changed[section]
+        for p in path[:-1]:
+            node = node[p]
+        node[path[-1]] += 1
+        for variant in ("base", "ecfm_k1"):
+            run = run_key(cfg, {"scvar": variant}, ("tokenizer", "data"))
+            assert run_key(executed, {"scvar": variant}, ("tokenizer", "data")) == run
+            assert run_key(changed, {"scvar": variant}, ("tokenizer", "data")) != run, key
+        both = ("data", "scvar")
+        assert config_hash(section_config(changed, both)) != config_hash(section_config(cfg, both)), key
+    assert section_config(executed, ("data", "scvar")) == section_config(cfg, ("data", "scvar"))
+    assert executed["scvar"]["sample"]["step"] == "compiled" and executed["data"]["shard_scenes"] == 2  # untouched
+    assert 'return cfglib.config_hash(section_config(config, keys))' in (ROOT / "workflow/rules/common.smk").read_text()
 
 
 def test_snakemake_rerun_trigger_is_the_checkpoint_key():

@@ -14,12 +14,33 @@ from collections.abc import Iterable, Mapping
 
 from .config import config_hash
 
-__all__ = ["run_config", "run_key", "config_diff", "cam_run", "hotplug_run", "tokenizer_run", "scvar_run"]
+__all__ = ["EXECUTION_ONLY", "without_execution_settings", "section_config", "run_config", "run_key", "config_diff",
+           "cam_run", "hotplug_run", "tokenizer_run", "scvar_run"]
 
 STAGES = ("cam", "scvar")
-# settings of how fast a run goes, not of what it computes (like the top-level ``compute`` section): no part of any
-# run, so setting them reruns nothing and keeps every checkpoint and resume state
-SPEED_ONLY = {"scvar": ("sample", "step")}
+# settings of how a run is executed, not of what it computes (like the top-level ``compute`` section): no part of
+# any run or section hash, so changing them reruns nothing and keeps every checkpoint and resume state. Per
+# section, dotted paths inside it: the sampling step (eager or compiled) and the render's cut into shard jobs.
+EXECUTION_ONLY = {"scvar": ("sample.step",), "data": ("shard_scenes",)}
+
+
+def without_execution_settings(section: str, value):
+    """A deep copy of config section ``section`` without its :data:`EXECUTION_ONLY` keys."""
+    value = copy.deepcopy(value)
+    for path in EXECUTION_ONLY.get(section, ()):
+        *parents, key = path.split(".")
+        node = value
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(key, None)
+    return value
+
+
+def section_config(cfg: Mapping, sections: Iterable[str]) -> dict:
+    """``{section: cfg[section]}`` for the named sections, without their execution-only settings (what
+    Snakemake's ``section_hash`` hashes)."""
+    return {k: without_execution_settings(k, cfg[k]) for k in sections}
 
 
 def run_config(cfg: Mapping, stages: Mapping[str, str | None] | None = None, sections: Iterable[str] = (),
@@ -29,14 +50,11 @@ def run_config(cfg: Mapping, stages: Mapping[str, str | None] | None = None, sec
 
     ``stages`` maps a stage to the one variant the run uses (``None`` entry when the variant is not declared,
     as for the SCVAR ``base``)."""
-    out: dict = {k: copy.deepcopy(cfg[k]) for k in sections}
+    out: dict = section_config(cfg, sections)
     for stage, variant in (stages or {}).items():
         if stage not in STAGES:
             raise ValueError(f"run_config: {stage!r} is not a stage with variants; stages: {list(STAGES)}")
-        shared = {k: copy.deepcopy(v) for k, v in cfg[stage].items() if k != "variants"}
-        if stage in SPEED_ONLY:
-            section, key = SPEED_ONLY[stage]
-            shared.get(section, {}).pop(key, None)
+        shared = without_execution_settings(stage, {k: v for k, v in cfg[stage].items() if k != "variants"})
         entry = cfg[stage]["variants"].get(variant)
         out[stage] = {**shared, "variants": {variant: copy.deepcopy(entry)}}
     overlap = set(out) & set(extra)

@@ -7,7 +7,7 @@ from snakemake.utils import validate
 from crucible import config as cfglib
 from crucible.data.build import render_config
 from crucible.data.tensors import PACK_FORMAT
-from crucible.run_config import run_key
+from crucible.run_config import run_key, section_config
 
 # tiny.yaml <- config/<profile>.yaml <- each --configfile in order <- --config values, rebuilt from what Snakemake
 # was given so that every schema or cross-key problem names the file (or --config) that set the key; --config
@@ -56,6 +56,12 @@ def profile_resources(rule, **defaults):
     return {**defaults, **config.get("resources", {}).get(rule, {})}
 
 
+def profile_threads(rule):
+    """Threads of a job that takes every core it is given, namely the profile's `cpus_per_task` of that rule (what
+    a cluster job is allotted), else all of Snakemake's cores."""
+    return int(config.get("resources", {}).get(rule, {}).get("cpus_per_task", workflow.cores))
+
+
 def check_resource_rules():
     """A profile's `resources` may name only rules that exist (called once every rule is defined)."""
     unknown = sorted(set(config.get("resources", {})) - RESOURCE_RULES)
@@ -79,8 +85,9 @@ def tensor_dir(wildcards, input):
 # Every rule's `settings` param is a rerun trigger that no shell line reads: a hash of the config it depends on
 # (section_hash, run_hash), so Snakemake's params trigger reruns the rule when, and only when, that changes.
 def section_hash(*keys):
-    """Param that reruns a rule when (only) the named config sections change."""
-    return cfglib.config_hash({k: config[k] for k in keys})
+    """Param that reruns a rule when (only) the named config sections change, in what they compute
+    (crucible.run_config.EXECUTION_ONLY keys are left out)."""
+    return cfglib.config_hash(section_config(config, keys))
 
 
 def run_hash(*keys, **stages):

@@ -1,6 +1,6 @@
 # Stage: the multi-condition dataset, rendered here or imported (data.source), and its packed tensors.
 from crucible.data.importer import dag_splits, import_config, source_fingerprint
-from crucible.data.shards import shard_plan
+from crucible.data.shards import shard_plan, shard_range
 
 SOURCE = config["data"].get("source") or {"kind": "render"}
 # the splits packed for training: rendered data has all three; an import needs train and test (val optional)
@@ -25,7 +25,8 @@ if SOURCE["kind"] == "render":
         params:
             config=CONFIG,
             settings=cfglib.config_hash(render_config(config)),
-        threads: workflow.cores
+            scenes=lambda wc: shard_range(config["data"], wc.shard),  # another data.shard_scenes: another shard
+        threads: profile_threads("render_shard")
         conda:
             ENV
         resources:
@@ -90,7 +91,7 @@ rule tensors:
     params:
         out=lambda wc, output: Path(output[0]).parent,
         pack_format=PACK_FORMAT,  # a new layout of the packs reruns this rule
-    threads: workflow.cores
+    threads: profile_threads("tensors")
     conda:
         ENV
     resources:

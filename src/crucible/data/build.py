@@ -8,6 +8,7 @@ and a rerun keeps the shards that had finished. The same seed and config give by
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import shutil
 from pathlib import Path
@@ -18,7 +19,7 @@ from ..progress import progress as progress_bar
 from .conditions import CONDITIONS, canny_edges, contour_lines, sketch_lines
 from .render import init_mitsuba, render_scene
 from .scene import SPLITS, class_names, sample_scene, scene_rng
-from .shards import gather_shards, shard_done, shard_plan, shard_range, write_shard_record
+from .shards import gather_shards, scene_id, shard_done, shard_ids, shard_plan, shard_range, write_shard_record
 from .store import write_manifest, write_scene
 
 __all__ = ["RENDER_KEYS", "render_config", "render_with", "render_one", "render_worker_init", "render_pool",
@@ -32,10 +33,6 @@ RENDER_KEYS = ("image_size", "scenes", "spp", "supersample", "objects", "shape_k
 def render_config(cfg: dict) -> dict:
     """The part of a resolved config that determines the rendered dataset."""
     return {"seed": cfg["seed"], **{k: cfg["data"][k] for k in RENDER_KEYS}}
-
-
-def scene_id(split: str, index: int) -> str:
-    return f"{split}_{index:06d}"
 
 
 def render_with(spec: dict, data_cfg: dict, render_seed: int):
@@ -75,13 +72,20 @@ def _job(args):
     return args[2], args[3], *render_one(*args)
 
 
+@contextlib.contextmanager
 def render_pool(threads: int):
-    """Worker processes for ``threads`` > 1 (fresh interpreters: Mitsuba's variant is per process), else None
-    (render in this process)."""
-    if threads > 1:
-        return mp.get_context("spawn").Pool(threads, initializer=render_worker_init)
-    init_mitsuba(threads=1)
-    return None
+    """Worker processes for ``threads`` > 1 (fresh interpreters: Mitsuba's variant is per process), closed and
+    joined on exit; None for one thread (render in this process)."""
+    if threads <= 1:
+        init_mitsuba(threads=1)
+        yield None
+        return
+    pool = mp.get_context("spawn").Pool(threads, initializer=render_worker_init)
+    try:
+        yield pool
+    finally:
+        pool.close()
+        pool.join()
 
 
 def render_shard(cfg: dict, name: str, out: Path, pool=None, progress: bool = True) -> list[str]:
@@ -99,7 +103,7 @@ def render_shard(cfg: dict, name: str, out: Path, pool=None, progress: bool = Tr
         write_scene(out, split_, scene_id(split_, index), arrays, params)
         bar.update()
     bar.close()
-    ids = [scene_id(split, i) for i in range(start, stop)]
+    ids = shard_ids(data, name)
     write_shard_record(out, name, ids, render_config(cfg))
     return ids
 
@@ -134,22 +138,18 @@ def render_dataset(cfg: dict, out: Path, threads: int = 1, progress: bool = True
     """Render every split of ``cfg['data']`` into ``out``; returns the manifest.
 
     Shards are rendered into ``<out>.shards/<name>`` and kept there until the dataset is gathered, so a rerun
-    after an interruption renders only the shards that had not finished (a finished shard of other render
-    settings is rendered again). The workflow runs the same steps as one job per shard (workflow/rules/data.smk).
+    after an interruption renders only the shards that had not finished (a shard of other render settings or
+    other scenes, or with a file gone, is rendered again: ``shards.shard_problem``). The workflow runs the same
+    steps as one job per shard (workflow/rules/data.smk).
     """
     out = Path(out)
     shards = out.with_name(out.name + ".shards")
     plan = shard_plan(cfg["data"])
-    todo = [n for n in plan if not shard_done(shards / n, n, render_config(cfg))]
+    todo = [n for n in plan if not shard_done(shards / n, n, cfg["data"], render_config(cfg))]
     if todo:
-        pool = render_pool(threads)
-        try:
+        with render_pool(threads) as pool:
             for name in todo:
                 render_shard(cfg, name, shards / name, pool, progress)
-        finally:
-            if pool is not None:
-                pool.close()
-                pool.join()
     manifest = gather_dataset(cfg, {n: shards / n for n in plan}, out)
     shutil.rmtree(shards)
     return manifest

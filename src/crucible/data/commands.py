@@ -16,13 +16,8 @@ def _cmd_data_render(args) -> None:
     if args.shard:
         from .build import render_pool
 
-        pool = render_pool(args.threads)
-        try:
+        with render_pool(args.threads) as pool:
             ids = render_shard(cfg, args.shard, Path(args.out), pool, progress=not args.quiet)
-        finally:
-            if pool is not None:
-                pool.close()
-                pool.join()
         print(f"rendered shard {args.shard} ({len(ids)} scenes) into {args.out}")
         return
     manifest = render_dataset(cfg, Path(args.out), threads=args.threads, progress=not args.quiet)

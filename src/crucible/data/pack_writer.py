@@ -78,7 +78,12 @@ class PackWriter:
             if not np.array_equal(cast, a):
                 raise ValueError(f"field {name!r}: {a.dtype} values do not fit its dtype {dtype}")
             a = cast
-        os.pwrite(self._fd, np.ascontiguousarray(a).tobytes(), self._data_start + start + row * row_bytes)
+        data, offset = memoryview(np.ascontiguousarray(a).tobytes()), self._data_start + start + row * row_bytes
+        while data:  # a short write (a full disk, a signal) writes the rest, or raises
+            n = os.pwrite(self._fd, data, offset)
+            if n <= 0:
+                raise OSError(f"{self.tmp}: wrote nothing at byte {offset} (disk full?)")
+            data, offset = data[n:], offset + n
         self._written[name][row] = True
 
     def __exit__(self, exc_type, exc, tb) -> None:

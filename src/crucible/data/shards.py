@@ -11,6 +11,7 @@ to a one-job render.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -20,9 +21,20 @@ from ..errors import InputError
 from .scene import SPLITS
 from .store import NOT_DATA, sha256_file
 
-__all__ = ["SHARD_FILE", "shard_plan", "shard_range", "shard_done", "write_shard_record", "gather_shards"]
+__all__ = ["SHARD_FILE", "scene_id", "shard_plan", "shard_range", "shard_ids", "shard_problem", "shard_done",
+           "write_shard_record", "gather_shards"]
 
 SHARD_FILE = "shard.json"
+# where a hard link cannot be made but a copy can: another file system, a file system without links, too many links
+_NO_LINK = {errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK}
+
+
+def scene_id(split: str, index: int) -> str:
+    return f"{split}_{index:06d}"
+
+
+def _size(data_cfg: dict, n: int) -> int:
+    return int(data_cfg.get("shard_scenes") or max(n, 1))
 
 
 def shard_plan(data_cfg: dict) -> list[str]:
@@ -30,8 +42,7 @@ def shard_plan(data_cfg: dict) -> list[str]:
     names = []
     for split in SPLITS:
         n = int(data_cfg["scenes"][split])
-        size = int(data_cfg.get("shard_scenes") or max(n, 1))
-        names += [f"{split}-{k:04d}" for k in range((n + size - 1) // size)]
+        names += [f"{split}-{k:04d}" for k in range(-(-n // _size(data_cfg, n)))]
     return names
 
 
@@ -43,8 +54,13 @@ def shard_range(data_cfg: dict, name: str) -> tuple[str, int, int]:
                          f"{', '.join(shard_plan(data_cfg))}")
     split, k = name.rsplit("-", 1)
     n = int(data_cfg["scenes"][split])
-    size = int(data_cfg.get("shard_scenes") or max(n, 1))
+    size = _size(data_cfg, n)
     return split, int(k) * size, min(n, (int(k) + 1) * size)
+
+
+def shard_ids(data_cfg: dict, name: str) -> list[str]:
+    split, start, stop = shard_range(data_cfg, name)
+    return [scene_id(split, i) for i in range(start, stop)]
 
 
 def _files(folder: Path) -> dict[str, str]:
@@ -62,13 +78,24 @@ def write_shard_record(folder: Path, name: str, ids: list[str], render_cfg: dict
     os.replace(tmp, folder / SHARD_FILE)
 
 
-def shard_done(folder: Path, name: str, render_cfg: dict) -> bool:
-    """The folder holds a finished shard ``name`` rendered with these settings."""
+def shard_problem(folder: Path, name: str, data_cfg: dict, render_cfg: dict) -> str | None:
+    """Why ``folder`` is not a finished shard ``name`` of this config (None when it is): no record, a record of
+    another shard, other render settings or other scenes (``data.shard_scenes`` changed), or a recorded file
+    gone."""
     try:
-        record = json.loads((folder / SHARD_FILE).read_text())
+        record = json.loads((Path(folder) / SHARD_FILE).read_text())
     except (OSError, json.JSONDecodeError):
-        return False
-    return record.get("shard") == name and record.get("render_config") == render_cfg
+        return f"no readable {SHARD_FILE} (an unfinished render)"
+    if record.get("shard") != name or record.get("render_config") != render_cfg:
+        return f"its {SHARD_FILE} is of another shard or other render settings"
+    if record.get("ids") != shard_ids(data_cfg, name):
+        return f"its {SHARD_FILE} lists other scenes (data.shard_scenes changed since)"
+    gone = [rel for rel in record.get("files", {}) if not (Path(folder) / rel).is_file()]
+    return f"{len(gone)} recorded file(s) are gone, e.g. {gone[0]}" if gone else None
+
+
+def shard_done(folder: Path, name: str, data_cfg: dict, render_cfg: dict) -> bool:
+    return shard_problem(folder, name, data_cfg, render_cfg) is None
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -76,7 +103,9 @@ def _link(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(src, dst)
-    except OSError:
+    except OSError as e:
+        if e.errno not in _NO_LINK:
+            raise
         shutil.copy2(src, dst)
 
 
@@ -91,14 +120,12 @@ def gather_shards(shard_dirs: dict[str, Path], out: Path, data_cfg: dict, render
     files: dict[str, str] = {}
     for name in want:
         folder = Path(shard_dirs[name])
-        if not shard_done(folder, name, render_cfg):
-            raise InputError(f"{folder}: not a finished shard {name!r} of these render settings (no {SHARD_FILE}, "
-                             f"or one for another shard or config); render it again")
+        problem = shard_problem(folder, name, data_cfg, render_cfg)
+        if problem:
+            raise InputError(f"{folder}: not a finished shard {name!r} of this config: {problem}; render it again "
+                             f"(delete the folder, then rerun)")
         record = json.loads((folder / SHARD_FILE).read_text())
-        split, start, stop = shard_range(data_cfg, name)
-        if len(record["ids"]) != stop - start:
-            raise InputError(f"{folder / SHARD_FILE}: {len(record['ids'])} scenes, expected {stop - start}")
-        ids[split] += record["ids"]
+        ids[name.rsplit("-", 1)[0]] += record["ids"]
         for rel, digest in record["files"].items():
             _link(folder / rel, out / rel)
             files[rel] = digest

@@ -162,5 +162,7 @@ def sample_scvar(cfg: dict, model_path: Path, tokenizer: Path, tensors: Path, se
     header = {"scenes": str(n), "seed": str(seed)}
     if precision.record() != {"precision": "fp32", "tf32": False}:  # fp32 files keep the header they always had
         header.update(precision=precision.name, tf32=str(precision.tf32).lower())
+    if step_setting(s) != "eager":  # the compiled step's fused kernels may differ from eager in the last bits
+        header["step"] = step_setting(s)
     write_tensors(images, out, metadata=header)
     return {k: int(v.shape[0]) for k, v in images.items()}

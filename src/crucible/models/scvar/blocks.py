@@ -74,21 +74,32 @@ class SelfAttention(nn.Module):
         self.cache_len, self.cache_size = 0, 0  # tokens written / buffer length (plain ints, not state)
         self.cache_k: torch.Tensor | None = None  # (B, heads, cache_size, hd), plain attributes: not in state_dict
         self.cache_v: torch.Tensor | None = None
+        self._kept: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # kept buffers by (shape, dtype, device)
 
     def kv_caching(self, enable: bool, length: int = 0, keep: bool = False) -> None:
         """Turn the cache on (for ``length`` tokens in all) or off, and rewind it. The buffers are dropped unless
-        ``keep`` (a compiled step keeps them, so their addresses stay fixed between generate calls)."""
+        ``keep`` (a compiled step keeps them, one pair per batch shape and dtype, so that their addresses stay fixed
+        between generate calls: sampling alternates a full batch and a last, smaller one)."""
         self.caching, self.cache_len, self.cache_size = enable, 0, int(length) if enable else 0
         if not keep:
             self.cache_k = self.cache_v = None
+            self._kept = {}
 
-    def reserve_kv(self, batch: int, dtype: torch.dtype, device: torch.device) -> None:
-        """Allocate the buffers for ``batch`` rows, unless the ones held already fit (batch, length, dtype, device)."""
+    def reserve_kv(self, batch: int, dtype: torch.dtype, device: torch.device, keep: bool = False) -> None:
+        """Make the buffers for ``batch`` rows current: the ones held when they fit (batch, length, dtype, device),
+        with ``keep`` a kept pair of that shape, else new ones (kept too with ``keep``)."""
         shape = (batch, self.heads, self.cache_size, self.head_dim)
-        k = self.cache_k
-        if k is None or tuple(k.shape) != shape or k.dtype != dtype or k.device != torch.device(device):
-            self.cache_k = torch.empty(shape, dtype=dtype, device=device)
-            self.cache_v = torch.empty(shape, dtype=dtype, device=device)
+        k, device = self.cache_k, torch.device(device)
+        if k is not None and tuple(k.shape) == shape and k.dtype == dtype and k.device == device:
+            return
+        key = (shape, dtype, str(device))
+        if keep and key in self._kept:
+            self.cache_k, self.cache_v = self._kept[key]
+            return
+        self.cache_k = torch.empty(shape, dtype=dtype, device=device)
+        self.cache_v = torch.empty(shape, dtype=dtype, device=device)
+        if keep:
+            self._kept[key] = (self.cache_k, self.cache_v)
 
     def _append_kv(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         start, end = self.cache_len, self.cache_len + k.shape[2]

@@ -89,7 +89,7 @@ def prepare_kv(model, N: int, amp_dtype: torch.dtype | None, keep: bool) -> None
     for m in model.modules():
         if isinstance(m, SelfAttention):
             m.kv_caching(True, model.L, keep=keep)
-            m.reserve_kv(N, dtype, device)
+            m.reserve_kv(N, dtype, device, keep=keep)
             if keep:  # fixed addresses: a CUDA graph writes into them in place and keeps them
                 torch._dynamo.mark_static_address(m.cache_k)
                 torch._dynamo.mark_static_address(m.cache_v)
