@@ -34,8 +34,12 @@ def rendered(tmp_path_factory):
     return out
 
 
-def test_render_is_byte_identical_and_seed_dependent(rendered, tmp_path):
+def test_render_is_byte_identical_and_seed_dependent(rendered, tmp_path, monkeypatch):
+    from crucible.data import build
+
     again = tmp_path / "again"
+    monkeypatch.setattr(build, "SCENES_PER_WORKER", 1)  # two worker processes even for these few scenes
+    assert build.render_workers(2, 3) == 2
     render_dataset(small_config(), again, threads=2, progress=False)  # other process layout, same bytes
     first = json.loads((rendered / "manifest.json").read_text())["files"]
     assert json.loads((again / "manifest.json").read_text())["files"] == first

@@ -130,8 +130,10 @@ def test_imported_data_runs_the_smoke_dag_to_the_paper_tables(tmp_path):
         "  seen: [canny]\n"
         "  held_out: [contour]\n"
         # one variant per stage beside the references keeps the run short; the smoke DAG covers the rest
-        "cam:\n  variants: {no_flow: null, no_zreg: null, no_shared: null, deterministic: null}\n"
-        "scvar:\n  variants: {ecfm_k2: null, ecfm_k3: null, ecfm_k4: null, inject: null, lora: null}\n")
+        "cam:\n  variants: {no_flow: null, no_zreg: null, no_shared: null, deterministic: null, full_noskip: null}\n"
+        "  hotplug: {n: [8]}\n"
+        "scvar:\n  variants: {ecfm_k2: null, ecfm_k3: null, ecfm_k4: null, ecfm_local_k2: null, inject: null, "
+        "lora: null}\n")
     r = subprocess.run(["snakemake", "--cores", "2", "--configfile", "config/smoke.yaml", "mine.yaml"], cwd=work,
                        env=ENV, capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stderr[-4000:]

@@ -35,6 +35,11 @@ def _manifest(root):
     return json.loads((root / "manifest.json").read_text())
 
 
+def test_worker_processes_only_where_they_pay():
+    assert [build.render_workers(2, n) for n in (1, 63, 64, 127, 128, 4000)] == [1, 1, 1, 1, 2, 2]
+    assert build.render_workers(16, 2000) == 16 and build.render_workers(1, 4000) == 1
+
+
 def test_plan_cuts_each_split_into_consecutive_runs():
     data = _cfg(2)["data"]
     assert shard_plan(data) == ["train-0000", "train-0001", "train-0002", "val-0000", "test-0000", "test-0001"]
@@ -44,8 +49,9 @@ def test_plan_cuts_each_split_into_consecutive_runs():
         shard_range(data, "train-0003")
 
 
-def test_sharded_render_is_byte_identical_to_one_job(whole, tmp_path):
+def test_sharded_render_is_byte_identical_to_one_job(whole, tmp_path, monkeypatch):
     out = tmp_path / "data"
+    monkeypatch.setattr(build, "SCENES_PER_WORKER", 1)  # worker processes, as a large shard gets them
     render_dataset(_cfg(2), out, threads=2, progress=False)
     assert _manifest(out) == _manifest(whole)  # every file's sha256, ids, settings: the cut changes nothing
     assert not (tmp_path / "data.shards").exists() and not (tmp_path / "data.partial").exists()

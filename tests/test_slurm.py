@@ -1,5 +1,5 @@
 """The SLURM profile for real: a one-node SLURM cluster on localhost (Debian's slurm-wlm and munge,
-installed here when missing) runs a rule of the DAG (``render_dataset``, on a small dataset) through
+installed here when missing) runs a rule of the DAG (``render_shard``, the train split of a small dataset) through
 ``snakemake --profile workflow/profiles/slurm`` (``executor: slurm``), and the rule's resources reach
 sbatch. Skipped, with the reason, where the packages cannot be installed or the daemons cannot be started
 (no root and no passwordless sudo, not Debian/Ubuntu, no network).
@@ -165,15 +165,17 @@ def test_a_rule_runs_through_the_slurm_executor_with_its_resources(slurm, tmp_pa
         (work / name).symlink_to(ROOT / name)
     (work / "slurmtest.yaml").write_text(yaml.safe_dump(PROFILE))
     t0 = time.monotonic()
-    # --cores: what `threads: workflow.cores` (render_dataset) means on this 1-node cluster; the --slurm-*
-    # options suit a cluster without an accounting database (no account, squeue for job states)
-    r = _run(["snakemake", "data/slurmtest", "--profile", "workflow/profiles/slurm", "--configfile", "slurmtest.yaml",
+    # one job: the render of the train split's shard (a temporary output, kept because it is the target); --cores:
+    # what a job that takes every core (render_shard) gets on this 1-node cluster; the --slurm-* options suit a
+    # cluster without an accounting database (no account, squeue for job states)
+    r = _run(["snakemake", "data/slurmtest.shards/train-0000", "--profile", "workflow/profiles/slurm",
+              "--configfile", "slurmtest.yaml",
               "--cores", "2", "--slurm-no-account", "--slurm-status-command", "squeue",
               "--slurm-init-seconds-before-status-checks", "1"], cwd=work, env=slurm, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    print(f"render_dataset through SLURM in {time.monotonic() - t0:.0f} s")
-    manifest = json.loads((work / "data" / "slurmtest" / "manifest.json").read_text())
-    assert len(manifest["splits"]["train"]) == 6
+    print(f"render_shard through SLURM in {time.monotonic() - t0:.0f} s")
+    record = json.loads((work / "data" / "slurmtest.shards" / "train-0000" / "shard.json").read_text())
+    assert len(record["ids"]) == 6 and len(record["files"]) == 6 * 9  # 8 maps and the parameters of 6 scenes
     # the rule's threads, mem_mb and runtime reached sbatch as CPUs, memory and time limit
     jobid = re.search(r"submitted with SLURM jobid (\d+)", r.stdout + r.stderr).group(1)
     job = _run(["scontrol", "show", "job", jobid], env=slurm).stdout

@@ -22,8 +22,8 @@ from .scene import SPLITS, class_names, sample_scene, scene_rng
 from .shards import gather_shards, scene_id, shard_done, shard_ids, shard_plan, shard_range, write_shard_record
 from .store import write_manifest, write_scene
 
-__all__ = ["RENDER_KEYS", "render_config", "render_with", "render_one", "render_worker_init", "render_pool",
-           "render_shard", "gather_dataset", "render_dataset", "scene_id"]
+__all__ = ["RENDER_KEYS", "render_config", "render_with", "render_one", "render_worker_init", "render_workers",
+           "render_pool", "render_shard", "gather_dataset", "render_dataset", "scene_id"]
 
 # the data keys that change rendered files (target / seen / held_out only choose among them)
 RENDER_KEYS = ("image_size", "scenes", "spp", "supersample", "objects", "shape_kinds", "textured_fraction",
@@ -70,6 +70,15 @@ def render_worker_init() -> None:
 
 def _job(args):
     return args[2], args[3], *render_one(*args)
+
+
+SCENES_PER_WORKER = 64  # fewer scenes than this per extra process: starting it (imports, Mitsuba) costs more
+
+
+def render_workers(threads: int, scenes: int) -> int:
+    """Worker processes worth starting for ``scenes`` scenes with ``threads`` allowed (the bytes do not depend on
+    it: every scene has its own seed)."""
+    return max(1, min(threads, scenes // SCENES_PER_WORKER))
 
 
 @contextlib.contextmanager
@@ -147,7 +156,8 @@ def render_dataset(cfg: dict, out: Path, threads: int = 1, progress: bool = True
     plan = shard_plan(cfg["data"])
     todo = [n for n in plan if not shard_done(shards / n, n, cfg["data"], render_config(cfg))]
     if todo:
-        with render_pool(threads) as pool:
+        largest = max(len(shard_ids(cfg["data"], n)) for n in todo)
+        with render_pool(render_workers(threads, largest)) as pool:
             for name in todo:
                 render_shard(cfg, name, shards / name, pool, progress)
     manifest = gather_dataset(cfg, {n: shards / n for n in plan}, out)

@@ -14,9 +14,10 @@ def _cmd_data_render(args) -> None:
 
     cfg = load_for_job(Path(args.config), Path(args.config_dir))
     if args.shard:
-        from .build import render_pool
+        from .build import render_pool, render_workers
+        from .shards import shard_ids
 
-        with render_pool(args.threads) as pool:
+        with render_pool(render_workers(args.threads, len(shard_ids(cfg["data"], args.shard)))) as pool:
             ids = render_shard(cfg, args.shard, Path(args.out), pool, progress=not args.quiet)
         print(f"rendered shard {args.shard} ({len(ids)} scenes) into {args.out}")
         return
