@@ -124,11 +124,12 @@ def test_every_scale_of_every_batch_size_is_compiled(monkeypatch):
 
     monkeypatch.setitem(fs.COMPILE_OVERRIDE, "backend", counting)
     dynamo = torch._dynamo.config
-    monkeypatch.setattr(dynamo, "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit", 3)
+    name = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"
     model, _ = setup("uncond")
-    for _ in range(2):
-        for B in (1, 2):
-            assert equal(sample(model, B, None, step="compiled")[0], sample(model, B, None)[0])
+    with dynamo.patch(**{name: 3}):  # dynamo's own patch: its config module restores its values itself
+        for _ in range(2):
+            for B in (1, 2):
+                assert equal(sample(model, B, None, step="compiled")[0], sample(model, B, None)[0])
     assert len(graphs) == 2 * len(TOK.scales)
 
 
