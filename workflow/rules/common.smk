@@ -59,7 +59,7 @@ def profile_resources(rule, **defaults):
 def profile_threads(rule):
     """Threads of a job that takes every core it is given, namely the profile's `cpus_per_task` of that rule (what
     a cluster job is allotted), else all of Snakemake's cores."""
-    return int(config.get("resources", {}).get(rule, {}).get("cpus_per_task", workflow.cores))
+    return int(profile_resources(rule).get("cpus_per_task", workflow.cores))
 
 
 def check_resource_rules():

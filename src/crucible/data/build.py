@@ -148,7 +148,7 @@ def render_dataset(cfg: dict, out: Path, threads: int = 1, progress: bool = True
 
     Shards are rendered into ``<out>.shards/<name>`` and kept there until the dataset is gathered, so a rerun
     after an interruption renders only the shards that had not finished (a shard of other render settings or
-    other scenes, or with a file gone, is rendered again: ``shards.shard_problem``). The workflow runs the same
+    other scenes, or with a file gone, is rendered again: ``shards.read_shard``). The workflow runs the same
     steps as one job per shard (workflow/rules/data.smk).
     """
     out = Path(out)

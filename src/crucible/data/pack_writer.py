@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .packed_field import DTYPES
+
 __all__ = ["PackWriter"]
 
-_CODES = {np.dtype(np.uint8): "U8", np.dtype(np.int8): "I8", np.dtype(np.int16): "I16", np.dtype(np.int32): "I32",
-          np.dtype(np.int64): "I64", np.dtype(np.float16): "F16", np.dtype(np.float32): "F32",
-          np.dtype(np.float64): "F64", np.dtype(np.bool_): "BOOL"}
+_CODES = {np.dtype(t): code for code, t in DTYPES.items()}  # numpy dtype -> safetensors code, as the reader maps
 
 
 class PackWriter:

@@ -19,9 +19,9 @@ import torch
 
 from ..errors import InputError
 
-__all__ = ["PackedField", "open_fields"]
+__all__ = ["DTYPES", "PackedField", "open_fields"]
 
-_DTYPES = {"U8": np.uint8, "I8": np.int8, "I16": np.int16, "I32": np.int32, "I64": np.int64, "F16": np.float16,
+DTYPES = {"U8": np.uint8, "I8": np.int8, "I16": np.int16, "I32": np.int32, "I64": np.int64, "F16": np.float16,
            "F32": np.float32, "F64": np.float64, "BOOL": np.bool_}
 
 
@@ -108,10 +108,10 @@ def open_fields(path: Path, remedy: str) -> tuple[dict[str, PackedField], dict[s
         meta = header.pop("__metadata__", None) or {}
         fields, end = {}, 0
         for name, spec in header.items():
-            if spec["dtype"] not in _DTYPES:
+            if spec["dtype"] not in DTYPES:
                 raise ValueError(f"tensor {name!r} has dtype {spec['dtype']}, not one a pack uses")
             b, e = spec["data_offsets"]
-            dtype, shape = np.dtype(_DTYPES[spec["dtype"]]), tuple(spec["shape"])
+            dtype, shape = np.dtype(DTYPES[spec["dtype"]]), tuple(spec["shape"])
             if e - b != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
                 raise ValueError(f"tensor {name!r}: {e - b} bytes for shape {shape}")
             fields[name] = PackedField(path, 8 + n + b, dtype, shape)

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from ..errors import InputError
 from .scene import SPLITS
-from .store import NOT_DATA, sha256_file
+from .store import NOT_DATA, file_hashes
 
-__all__ = ["SHARD_FILE", "scene_id", "shard_plan", "shard_range", "shard_ids", "shard_problem", "shard_done",
+__all__ = ["SHARD_FILE", "scene_id", "shard_plan", "shard_range", "shard_ids", "read_shard", "shard_done",
            "write_shard_record", "gather_shards"]
 
 SHARD_FILE = "shard.json"
@@ -63,39 +63,33 @@ def shard_ids(data_cfg: dict, name: str) -> list[str]:
     return [scene_id(split, i) for i in range(start, stop)]
 
 
-def _files(folder: Path) -> dict[str, str]:
-    """sha256 of every data file under ``folder`` by its path relative to it."""
-    skip = {*NOT_DATA, SHARD_FILE}
-    return {p.relative_to(folder).as_posix(): sha256_file(p)
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in skip}
-
-
 def write_shard_record(folder: Path, name: str, ids: list[str], render_cfg: dict) -> None:
     """Mark ``folder`` finished: its scenes, settings and file hashes, written atomically."""
-    record = {"shard": name, "ids": ids, "render_config": render_cfg, "files": _files(folder)}
+    record = {"shard": name, "ids": ids, "render_config": render_cfg,
+              "files": file_hashes(folder, skip=(*NOT_DATA, SHARD_FILE))}
     tmp = folder / (SHARD_FILE + ".tmp")
     tmp.write_text(json.dumps(record, sort_keys=True, indent=1) + "\n")
     os.replace(tmp, folder / SHARD_FILE)
 
 
-def shard_problem(folder: Path, name: str, data_cfg: dict, render_cfg: dict) -> str | None:
-    """Why ``folder`` is not a finished shard ``name`` of this config (None when it is): no record, a record of
-    another shard, other render settings or other scenes (``data.shard_scenes`` changed), or a recorded file
-    gone."""
+def read_shard(folder: Path, name: str, data_cfg: dict, render_cfg: dict) -> tuple[dict | None, str | None]:
+    """(the shard's record, None) when ``folder`` is a finished shard ``name`` of this config, else (None, why):
+    no record, a record of another shard, other render settings or other scenes (``data.shard_scenes`` changed),
+    or a recorded file gone."""
     try:
         record = json.loads((Path(folder) / SHARD_FILE).read_text())
     except (OSError, json.JSONDecodeError):
-        return f"no readable {SHARD_FILE} (an unfinished render)"
+        return None, f"no readable {SHARD_FILE} (an unfinished render)"
     if record.get("shard") != name or record.get("render_config") != render_cfg:
-        return f"its {SHARD_FILE} is of another shard or other render settings"
+        return None, f"its {SHARD_FILE} is of another shard or other render settings"
     if record.get("ids") != shard_ids(data_cfg, name):
-        return f"its {SHARD_FILE} lists other scenes (data.shard_scenes changed since)"
+        return None, f"its {SHARD_FILE} lists other scenes (data.shard_scenes changed since)"
     gone = [rel for rel in record.get("files", {}) if not (Path(folder) / rel).is_file()]
-    return f"{len(gone)} recorded file(s) are gone, e.g. {gone[0]}" if gone else None
+    return (None, f"{len(gone)} recorded file(s) are gone, e.g. {gone[0]}") if gone else (record, None)
 
 
 def shard_done(folder: Path, name: str, data_cfg: dict, render_cfg: dict) -> bool:
-    return shard_problem(folder, name, data_cfg, render_cfg) is None
+    return read_shard(folder, name, data_cfg, render_cfg)[0] is not None
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -120,11 +114,10 @@ def gather_shards(shard_dirs: dict[str, Path], out: Path, data_cfg: dict, render
     files: dict[str, str] = {}
     for name in want:
         folder = Path(shard_dirs[name])
-        problem = shard_problem(folder, name, data_cfg, render_cfg)
+        record, problem = read_shard(folder, name, data_cfg, render_cfg)
         if problem:
             raise InputError(f"{folder}: not a finished shard {name!r} of this config: {problem}; render it again "
                              f"(delete the folder, then rerun)")
-        record = json.loads((folder / SHARD_FILE).read_text())
         ids[name.rsplit("-", 1)[0]] += record["ids"]
         for rel, digest in record["files"].items():
             _link(folder / rel, out / rel)

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 __all__ = ["FORMAT", "FILE_KINDS", "NOT_DATA", "DataError", "file_path", "write_scene", "read_file", "load_manifest",
-           "write_manifest", "sha256_file", "verify"]
+           "write_manifest", "file_hashes", "sha256_file", "verify"]
 
 # files in a dataset folder that are not scene data: the manifest, and the mark Snakemake leaves in a
 # directory() output
@@ -117,13 +117,19 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def file_hashes(root: Path, skip: tuple[str, ...] = ("manifest.json",)) -> dict[str, str]:
+    """{path relative to ``root``: sha256} of every file under ``root`` whose name is not in ``skip``."""
+    root = Path(root)
+    return {p.relative_to(root).as_posix(): sha256_file(p)
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name not in skip}
+
+
 def write_manifest(root: Path, manifest: dict, files: dict[str, str] | None = None) -> None:
     """Hash every file under ``root`` into the manifest (or take ``files``, {relative path: sha256}, hashed when
     they were written) and write it atomically."""
     root = Path(root)
     if files is None:
-        paths = sorted(p for p in root.rglob("*") if p.is_file() and p.name != "manifest.json")
-        files = {p.relative_to(root).as_posix(): sha256_file(p) for p in paths}
+        files = file_hashes(root)
     manifest = {**manifest, "format": FORMAT, "files": dict(sorted(files.items()))}
     tmp = root / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, sort_keys=True, indent=1) + "\n")

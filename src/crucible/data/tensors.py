@@ -70,11 +70,11 @@ def pack_split(root: Path, split: str, out: Path, progress: bool = True, threads
             part = ids[s:s + chunk]
             for i, scene in enumerate(pool.map(lambda sid: _read_scene(root, split, sid, kinds, m), part), s):
                 for name, a in scene.items():
-                    if a.shape != fields[name][1][1:]:
+                    try:
+                        w.write(name, i, a)  # checks the row's shape against the split's first scene
+                    except ValueError as e:
                         kind = "params" if name in ("presence", "count", "targets") else name
-                        raise DataError(file_path(root, split, kind, ids[i]), f"{name}: shape {a.shape}, the split's "
-                                        f"first scene has {fields[name][1][1:]}")
-                    w.write(name, i, a)
+                        raise DataError(file_path(root, split, kind, ids[i]), str(e)) from e
                 bar.update()
     bar.close()
 
