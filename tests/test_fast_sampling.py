@@ -18,6 +18,7 @@ from test_scvar import TOK, make_model, make_quantizer, perturb_
 
 from crucible import config as cfglib
 from crucible.evaluation.stages import gpu_check as gc
+from crucible.evaluation.stages import gpu_check_cli as gcli
 from crucible.models.scvar import fast_sampling as fs
 from crucible.models.scvar.blocks import SelfAttention
 
@@ -168,7 +169,7 @@ def test_gpu_check_times_the_compiled_step_when_asked(monkeypatch):
     assert doc["settings"]["compiled_kinds"] == ["base"] and doc["settings"]["torch_compile"] == {
         "backend": "aot_eager"
     }
-    assert any("compiled step: b1_kv" in line for line in gc.summary_lines(doc))
+    assert any("compiled step: b1_kv" in line for line in gcli.summary_lines(doc))
     doc = gc.gpu_check(small_cfg(), "cpu", None, **{**kw, "kinds": ["base"]})  # default on CPU: none compiled
     assert doc["settings"]["compiled_kinds"] == [] and "skipped" in doc["sample_compiled"]["base"]["fp32"]
 

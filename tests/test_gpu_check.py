@@ -16,6 +16,7 @@ from crucible import atomic
 from crucible import config as cfglib
 from crucible.errors import InputError
 from crucible.evaluation.stages import gpu_check as gc
+from crucible.evaluation.stages import gpu_check_cli as gcli
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ["base", "ecfm_k2", "inject", "lora"]
@@ -173,22 +174,22 @@ def test_scaled_sizes_keep_the_paper_shapes_and_every_ecfm_k():
 
 def test_the_verb_parses_under_a_subparsers_group_and_under_a_verb(tmp_path):
     top = argparse.ArgumentParser()
-    gc.add_gpu_check_verb(top.add_subparsers(dest="group"))
+    gcli.add_gpu_check_verb(top.add_subparsers(dest="group"))
     args = top.parse_args(["gpu", "--out", "x.json", "--small", "--peak-tflops", "900", "--peak-tflops", "fp32=60"])
-    assert args.func is gc._cmd and args.config == "config/paper.yaml" and args.batch == 32
-    assert gc._peaks(args.peak_tflops) == {"bf16": 900.0, "fp32": 60.0}
+    assert args.func is gcli._cmd and args.config == "config/paper.yaml" and args.batch == 32
+    assert gcli._peaks(args.peak_tflops) == {"bf16": 900.0, "fp32": 60.0}
     bench = argparse.ArgumentParser()  # `crucible bench` with its own (optional) flags, then `bench gpu`
     bench.add_argument("--seed", type=int)
     bench.set_defaults(func="bench")
-    gc.add_gpu_check_verb(bench)
+    gcli.add_gpu_check_verb(bench)
     assert bench.parse_args(["--seed", "1"]).func == "bench"
-    assert bench.parse_args(["gpu", "--out", "y.json"]).func is gc._cmd
+    assert bench.parse_args(["gpu", "--out", "y.json"]).func is gcli._cmd
 
 
 def test_the_command_runs_the_paper_profile_small_on_cpu(tmp_path, capsys):
     """The paper profile's tokens (680), image size and codebook, shrunk model: the path a GPU run takes."""
     top = argparse.ArgumentParser()
-    gc.add_gpu_check_verb(top.add_subparsers(dest="group"))
+    gcli.add_gpu_check_verb(top.add_subparsers(dest="group"))
     out = tmp_path / "gpu.json"
     args = top.parse_args(["gpu", "--config", str(ROOT / "config" / "paper.yaml"), "--config-dir",
                            str(ROOT / "config"), "--out", str(out), "--small", "--kinds", "base",

@@ -305,7 +305,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, required=True, help="training seed of the benchmarked models")
     sp.add_argument("--quiet", action="store_true")
 
-    from .evaluation.stages.gpu_check import add_gpu_check_verb
+    from .evaluation.stages.gpu_check_cli import add_gpu_check_verb
     add_gpu_check_verb(sub, "gpu-check")  # README "Scaling out": one GPU's step time, MFU, sampling latency
 
     sp = sub.add_parser("aggregate", help="tidy table of all results, mean/std/Student-t CI, paired tests with Holm")
