@@ -9,6 +9,10 @@ The hash comes from ``dvc_data.hashfile.build``, the function ``dvc add`` itself
 inside the git-ignored ``data/`` folder, while these pointers live at the root (``data.dvc``) and under
 ``evaluation/datasets/`` (other profiles, not tracked by DVC). ``tests/test_data_compare.py`` checks the two
 agree: a folder ``dvc add``-ed, pushed and pulled back has the md5 :func:`dvc_dir_hash` computes.
+
+Snakemake marks a finished ``directory()`` output with an empty ``.snakemake_timestamp`` file. It is no data:
+``.dvcignore`` names it, so ``dvc add``/``dvc status`` skip it, and :func:`dvc_dir_hash` skips it too (a render
+by the DAG and one by ``crucible data render`` then have one hash).
 """
 
 from __future__ import annotations
@@ -19,18 +23,32 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["dvc_dir_hash", "write_pointer", "read_pointer"]
+__all__ = ["SNAKEMAKE_MARKERS", "dvc_dir_hash", "write_pointer", "read_pointer"]
+
+SNAKEMAKE_MARKERS = frozenset({".snakemake_timestamp"})  # also in .dvcignore (tests/test_data_compare.py)
+
+
+class _SkipMarkers:
+    """dvc-data's ``Ignore`` protocol: every file except Snakemake's markers."""
+
+    def walk(self, fs, path, **kwargs):
+        for root, dirs, files in fs.walk(path, **kwargs):
+            yield root, dirs, [f for f in files if f not in SNAKEMAKE_MARKERS]
+
+    def find(self, fs, path):
+        return (p for p in fs.find(path) if fs.name(p) not in SNAKEMAKE_MARKERS)
 
 
 def dvc_dir_hash(path: Path) -> dict:
-    """{md5, size, nfiles} of a folder, computed by DVC's own hashing (dvc-data), no DVC repo needed."""
+    """{md5, size, nfiles} of a folder, computed by DVC's own hashing (dvc-data), no DVC repo needed; Snakemake's
+    markers are skipped, as ``.dvcignore`` makes DVC do."""
     from dvc.fs import LocalFileSystem
     from dvc_data.hashfile.build import build
     from dvc_data.hashfile.db import HashFileDB
 
     fs = LocalFileSystem()
     with tempfile.TemporaryDirectory() as tmp:
-        _, meta, obj = build(HashFileDB(fs, tmp), str(Path(path).resolve()), fs, "md5")
+        _, meta, obj = build(HashFileDB(fs, tmp), str(Path(path).resolve()), fs, "md5", ignore=_SkipMarkers())
     return {"md5": obj.hash_info.value, "size": meta.size, "nfiles": meta.nfiles}
 
 
