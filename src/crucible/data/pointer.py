@@ -23,25 +23,25 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["SNAKEMAKE_MARKERS", "dvc_dir_hash", "write_pointer", "read_pointer"]
+from .store import SNAKEMAKE_MARKER
 
-SNAKEMAKE_MARKERS = frozenset({".snakemake_timestamp"})  # also in .dvcignore (tests/test_data_compare.py)
+__all__ = ["dvc_dir_hash", "write_pointer", "read_pointer"]
 
 
 class _SkipMarkers:
-    """dvc-data's ``Ignore`` protocol: every file except Snakemake's markers."""
+    """dvc-data's ``Ignore`` protocol: every file except Snakemake's marker (the manifest is data to DVC)."""
 
     def walk(self, fs, path, **kwargs):
         for root, dirs, files in fs.walk(path, **kwargs):
-            yield root, dirs, [f for f in files if f not in SNAKEMAKE_MARKERS]
+            yield root, dirs, [f for f in files if f != SNAKEMAKE_MARKER]
 
     def find(self, fs, path):
-        return (p for p in fs.find(path) if fs.name(p) not in SNAKEMAKE_MARKERS)
+        return (p for p in fs.find(path) if fs.name(p) != SNAKEMAKE_MARKER)
 
 
 def dvc_dir_hash(path: Path) -> dict:
     """{md5, size, nfiles} of a folder, computed by DVC's own hashing (dvc-data), no DVC repo needed; Snakemake's
-    markers are skipped, as ``.dvcignore`` makes DVC do."""
+    marker is skipped, as ``.dvcignore`` makes DVC do."""
     from dvc.fs import LocalFileSystem
     from dvc_data.hashfile.build import build
     from dvc_data.hashfile.db import HashFileDB

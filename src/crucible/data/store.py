@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["FORMAT", "FILE_KINDS", "NOT_DATA", "DataError", "file_path", "write_scene", "read_file", "load_manifest",
-           "write_manifest", "file_hashes", "sha256_file", "verify"]
+__all__ = ["FORMAT", "FILE_KINDS", "NOT_DATA", "SNAKEMAKE_MARKER", "DataError", "file_path", "write_scene",
+           "read_file", "load_manifest", "write_manifest", "file_hashes", "sha256_file", "verify"]
 
 # files in a dataset folder that are not scene data: the manifest, and the mark Snakemake leaves in a
 # directory() output
-NOT_DATA = ("manifest.json", ".snakemake_timestamp")
+SNAKEMAKE_MARKER = ".snakemake_timestamp"  # also in .dvcignore, so DVC skips it (data/pointer.py)
+NOT_DATA = ("manifest.json", SNAKEMAKE_MARKER)
 
 FORMAT = 1
 # file kind -> (extension, expected ndim, channels or None)
