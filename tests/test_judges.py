@@ -114,7 +114,8 @@ def test_encoder_shapes_config_and_per_image_features():
 
 def test_encoder_pool_grid_is_block_means_of_the_trunk_map():
     """pool_grid g: the projection sees the trunk's last map averaged over g x g blocks, flattened (C, g, g) in
-    that order; g = 1 is the global mean. Checked against block means computed by reshaping."""
+    that order; g = 1 is the global mean; max_pool appends each channel's spatial maximum. Checked against block
+    means and maxima computed by reshaping."""
     torch.manual_seed(0)
     x = torch.rand(3, 3, SIZE, SIZE)
     for g in (1, 2, 4):
@@ -126,6 +127,14 @@ def test_encoder_pool_grid_is_block_means_of_the_trunk_map():
         blocks = h_BCHW.reshape(B, C, g, H // g, g, W // g).mean(dim=(3, 5)).flatten(1)
         torch.testing.assert_close(enc.features(x), enc.proj(blocks), rtol=1e-5, atol=1e-6)
         assert enc.proj.in_features == C * g * g
+        # max_pool: the channels' maxima over all positions follow the block means
+        enc_max = JudgeEncoder(EncoderConfig(width=8, n_stages=2, feat_dim=12, pool_grid=g, max_pool=True,
+                                             heads=HEADS)).eval()
+        enc_max.stages.load_state_dict(enc.stages.state_dict())
+        maxima = h_BCHW.flatten(2).max(dim=2).values  # (B, C)
+        torch.testing.assert_close(enc_max.features(x), enc_max.proj(torch.cat([blocks, maxima], 1)),
+                                   rtol=1e-5, atol=1e-6)
+        assert enc_max.proj.in_features == C * (g * g + 1)
     with pytest.raises(ValueError, match="smaller than pool_grid=8"):
         JudgeEncoder(EncoderConfig(width=8, n_stages=2, feat_dim=12, pool_grid=8, heads=HEADS)).features(x)
     with pytest.raises(ValueError, match="pool_grid must be >= 1"):

@@ -65,7 +65,8 @@ def test_bad_compute_values_name_the_key_and_the_allowed_values():
         resolve_precision({"precision": "fp8"}, "cpu")
     with pytest.raises(InputError, match=r"compute.tf32 = 'yes' must be true or false"):
         resolve_precision({"tf32": "yes"}, "cpu")
-    with pytest.raises(InputError, match=r"unknown key\(s\) \['compute.amp'\]; known: \['precision', 'tf32'\]"):
+    known = r"known: \['loader_workers', 'precision', 'tf32'\]"
+    with pytest.raises(InputError, match=r"unknown key\(s\) \['compute.amp'\]; " + known):
         resolve_precision({"amp": "bf16"}, "cpu")
     cfg = small_config.small_cfg()
     cfg["compute"] = {"precision": "half"}  # the schema says it first, naming the key and the allowed values

@@ -8,7 +8,7 @@ import pytest
 import small_config  # tests/, on the path via pytest's pythonpath
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from crucible.data.build import render_dataset
 from crucible.data.tensors import SplitTensors, pack_split
@@ -123,3 +123,17 @@ def test_bad_input(trained):
     other["tokenizer"]["model"]["codebook_size"] = 32
     with pytest.raises(CheckpointError, match="tokenizer trained with another config"):
         load_tokenizer(tmp / "tok" / "model", other)
+
+
+@pytest.mark.slow
+def test_scvar_variant_with_workers_writes_the_same_weights(trained, tmp_path):
+    """ecfm_k2 reads token codes and the depth condition through the feed; trained again with 2 workers it is
+    the fixture's (in-place) ecfm_k2 to the bit."""
+    cfg, tmp = trained
+    run = {**cfg, "compute": {"loader_workers": 2}}
+    args = (tmp / "t" / "train.safetensors", tmp / "tokens.st", tmp / "tok" / "model")
+    train_scvar(run, "ecfm_k2", 0, *args, tmp_path / "ecfm_k2", base=tmp / "base" / "model", progress=False)
+    want = load_file(str(tmp / "ecfm_k2" / "model.safetensors"))
+    got = load_file(str(tmp_path / "ecfm_k2" / "model.safetensors"))
+    assert want.keys() == got.keys()
+    assert all(torch.equal(want[k], got[k]) for k in want)

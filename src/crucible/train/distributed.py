@@ -31,10 +31,11 @@ import torch.distributed as dist
 
 from ..errors import InputError
 
-__all__ = ["training_device", "rank_and_world", "is_main", "barrier", "shard", "begin_step",
+__all__ = ["training_device", "rank_and_world", "set_worker_rank", "is_main", "barrier", "shard", "begin_step",
            "broadcast_state", "all_reduce_grads", "mean_over_ranks"]
 
 _step = {"seed": 0, "step": 0, "calls": 0}  # the step the loop is in, for shard()'s per-rank streams
+_worker_of: list[int] = []  # [rank, world] in a data-loader worker process (set_worker_rank)
 
 
 def training_device() -> torch.device:
@@ -62,9 +63,16 @@ def _shutdown() -> None:
 
 
 def rank_and_world() -> tuple[int, int]:
+    if _worker_of:  # a data-loader worker of a rank (feed.py): it draws that rank's share
+        return _worker_of[0], _worker_of[1]
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def set_worker_rank(rank: int, world: int) -> None:
+    """Make this process (a data-loader worker, which joins no process group) answer as ``rank`` of ``world``."""
+    _worker_of[:] = [rank, world]
 
 
 def is_main() -> bool:

@@ -64,7 +64,7 @@ from .distributed import shard as rank_share
 from .precision import Precision
 
 __all__ = ["LoopConfig", "NonFiniteLossError", "step_seed", "val_seed", "lr_factor", "lr_scheduler", "run_training",
-           "val_batches", "mean_over_batches", "shard", "training_device"]
+           "val_batches", "mean_over_batches", "shard", "training_device", "enter_step", "micro_index"]
 
 VAL_TAG = 0x76616C  # "val": the validation's noise is seeded from (seed, this tag), the same at every step
 MICRO_TAG = 0x6D6963  # "mic": spawn key of a micro-batch's random stream (grad_accum > 1)
@@ -93,6 +93,19 @@ class NonFiniteLossError(FloatingPointError):
 def step_seed(seed: int, step: int) -> int:
     """Seed of everything random at ``step`` (batch choice, noise): independent of history."""
     return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
+
+
+def enter_step(seed: int, step: int, micro: int = 0, n: int = 1) -> None:
+    """Seed the global RNG from (seed, step) and set :func:`shard`'s state for micro-batch ``micro`` of ``n``:
+    what the loop does before each ``loss_fn`` call (and ``feed.py``'s workers before the same draw)."""
+    torch.manual_seed(step_seed(seed, step))
+    begin_step(seed, step)
+    _micro.update(seed=seed, step=step, index=micro, of=n, calls=0)
+
+
+def micro_index() -> int:
+    """The micro-batch the loop is in (0 without gradient accumulation)."""
+    return _micro["index"]
 
 
 def val_seed(seed: int) -> int:
@@ -353,9 +366,7 @@ def _forward_backward(loss_fn: Callable, step: int, seed: int, n: int, precision
     keys: list[str] = []
     try:
         for micro in range(n):
-            torch.manual_seed(step_seed(seed, step))
-            begin_step(seed, step)
-            _micro.update(seed=seed, step=step, index=micro, of=n, calls=0)
+            enter_step(seed, step, micro, n)
             with precision.autocast():
                 loss, parts = loss_fn(step)
             if n > 1 and not _micro["calls"]:

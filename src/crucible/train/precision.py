@@ -33,7 +33,7 @@ __all__ = ["PRECISIONS", "Precision", "resolve_precision"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-_KEYS = {"precision", "tf32"}
+_KEYS = {"precision", "tf32", "loader_workers"}  # loader_workers: train/feed.py
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ from ..provenance import provenance
 from ..run_config import scvar_run
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .distributed import is_main
-from .loop import LoopConfig, mean_over_batches, run_training, shard, training_device, val_batches
+from .feed import BatchFeed, Rows, loader_workers, uniform_draw
+from .loop import LoopConfig, mean_over_batches, run_training, training_device, val_batches
 from .precision import resolve_precision
 from .tokenizer import load_tokenizer, tokenize_split, tokenizer_config
 
@@ -73,11 +74,15 @@ def train_scvar(cfg: dict, variant: str, seed: int, tensors: Path, tokens: Path,
     target = cfg["data"]["target"]
     val_fn = _val_fn(model, vq, val_tensors, loop, target, cfg["tokenizer"]["eval"]["batch_size"], device)
 
+    rows = Rows(data, {"cond": target} if model.cfg.uses_condition else {}, {"codes": codes_NL})
+    feed = BatchFeed(partial(uniform_draw, len(data), loop.batch_size), rows, seed, loop.steps, loop.grad_accum,
+                     loader_workers(cfg), pin_memory=device.type == "cuda")  # draws this rank's share (feed.py)
+
     def loss_fn(step: int):
-        idx = shard(torch.randint(len(data), (loop.batch_size,)))  # this rank's share of the batch
-        idx_list = [t.to(device) for t in _split_tokens(codes_NL[idx], vq.cfg.scales)]
+        batch = feed(step)
+        idx_list = [t.to(device, non_blocking=True) for t in _split_tokens(batch["codes"], vq.cfg.scales)]
         x_BLC = vq.quantize.idx_to_var_input(idx_list)
-        cond = data.field(target, idx).to(device) if model.cfg.uses_condition else None
+        cond = batch["cond"].to(device, non_blocking=True) if model.cfg.uses_condition else None
         loss = model.loss(model(x_BLC, cond), idx_list)
         return loss, {}
 

@@ -25,7 +25,8 @@ from ..provenance import provenance
 from ..run_config import tokenizer_run
 from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from .distributed import is_main
-from .loop import LoopConfig, mean_over_batches, run_training, shard, training_device, val_batches
+from .feed import BatchFeed, Rows, loader_workers, uniform_draw
+from .loop import LoopConfig, mean_over_batches, run_training, training_device, val_batches
 from .precision import resolve_precision
 
 __all__ = ["chroma", "reconstruction_loss", "tokenizer_config", "train_tokenizer", "load_tokenizer", "eval_tokenizer",
@@ -78,8 +79,11 @@ def train_tokenizer(cfg: dict, seed: int, tensors: Path, out_dir: Path, progress
     loop = LoopConfig(**cfg["tokenizer"]["train"])
     chroma_weight = float(cfg["tokenizer"].get("loss", {}).get("chroma_weight", 0.0))
 
+    feed = BatchFeed(partial(uniform_draw, len(data), loop.batch_size), Rows(data, {"image": "image"}), seed,
+                     loop.steps, loop.grad_accum, loader_workers(cfg), pin_memory=device.type == "cuda")
+
     def loss_fn(step: int):
-        img01 = data.field("image", shard(torch.randint(len(data), (loop.batch_size,)))).to(device)
+        img01 = feed(step)["image"].to(device, non_blocking=True)
         terms = tokenizer_objective(model, img01, chroma_weight)
         return terms.pop("total"), {k: v.item() if torch.is_tensor(v) else float(v) for k, v in terms.items()}
 

@@ -40,6 +40,9 @@ class EncoderConfig:
     # the trunk's last map is average-pooled to a pool_grid x pool_grid grid and flattened before the projection:
     # 1 is Inception's global average (where things are is lost); > 1 keeps where the objects stand
     pool_grid: int = 1
+    # also take the trunk's last map's global max over space (concatenated before the projection): "is there a
+    # red object" is a max over positions, which an average dilutes by the object's share of the image
+    max_pool: bool = False
     # the heads ({"name", "type", "targets"}, data/scene_targets.py); None: every head, n_kinds shape kinds
     heads: list[dict] | None = None
 
@@ -120,7 +123,7 @@ class JudgeEncoder(nn.Module):
             _DownStage(c_in, c_out) for c_in, c_out in zip(c_ins, widths, strict=True)
         )
         # 2. embedding: average pool to a grid -> linear projection (the metric feature; grid 1 is Inception's pool3)
-        self.proj = nn.Linear(widths[-1] * cfg.pool_grid**2, cfg.feat_dim)
+        self.proj = nn.Linear(widths[-1] * (cfg.pool_grid**2 + cfg.max_pool), cfg.feat_dim)
         # 3. one head per target group on the activated embedding
         def head(n_out: int) -> nn.Module:
             if not cfg.head_hidden:
@@ -154,7 +157,10 @@ class JudgeEncoder(nn.Module):
         if min(h_BCHW.shape[-2:]) < g:
             raise ValueError(f"images of {tuple(img_B3HW.shape[-2:])} leave a {tuple(h_BCHW.shape[-2:])} map after "
                              f"{self.cfg.n_stages} stages, smaller than pool_grid={g}")
-        return self.proj(F.adaptive_avg_pool2d(h_BCHW, g).flatten(1))  # (B, C*g*g) -> (B, D)
+        pooled_BF = F.adaptive_avg_pool2d(h_BCHW, g).flatten(1)  # (B, C*g*g)
+        if self.cfg.max_pool:
+            pooled_BF = torch.cat([pooled_BF, h_BCHW.amax(dim=(-2, -1))], dim=1)  # (B, C*(g*g + 1))
+        return self.proj(pooled_BF)  # -> (B, D)
 
     def forward(self, img_B3HW: torch.Tensor) -> dict[str, torch.Tensor]:
         feat_BD = self.features(img_B3HW)
