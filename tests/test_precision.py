@@ -4,6 +4,9 @@ or batch statistics after the batch choice (tokenizer, SCVAR base): README "Scal
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import small_config  # tests/, on the path via pytest's pythonpath
@@ -128,6 +131,13 @@ def test_provenance_records_the_effective_precision_beside_the_device():
     after = provenance(cfg, seed=0)
     assert (after["precision"], after["tf32"]) == ("bf16", False)  # TF32 only acts on CUDA
     assert after.keys() == before.keys()
+    # the kernels' instruction set, which decides float rounding between CPUs: what torch dispatches to, not the
+    # CPU's name (ATEN_CPU_CAPABILITY=default in a subprocess makes it DEFAULT on any x86 CPU)
+    assert before["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    code = "from crucible.provenance import device_info; print(device_info('cpu')['cpu_capability'])"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "DEFAULT"
 
 
 # ---- SCVAR sampling under autocast ---------------------------------------------------------------------

@@ -53,7 +53,10 @@ def device_info(device: torch.device | str | None = None, compute: dict | None =
     ``precision`` and ``tf32`` on it."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     info = {"device": str(device), "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or
-            platform.machine(), "cpu_count": os.cpu_count()}
+            platform.machine(), "cpu_count": os.cpu_count(),
+            # the vector kernels torch runs (AVX2, AVX512, ...): CPUs that differ in it round differently
+            # (README "Same machine, or same instruction set")
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     if compute is not None:

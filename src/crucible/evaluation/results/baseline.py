@@ -77,7 +77,8 @@ def results_provenance(results: Path) -> dict:
             if key == "device" and prov.get("gpu"):
                 value = f"{value} ({prov['gpu']})"
             elif key == "device":
-                value = f"{value} ({prov.get('cpu')}, {prov.get('cpu_count')} cores)"
+                cap = f", {prov['cpu_capability']}" if prov.get("cpu_capability") else ""
+                value = f"{value} ({prov.get('cpu')}, {prov.get('cpu_count')} cores{cap})"
             tally[str(value)] += 1
         if prov.get("libraries") and prov["libraries"] not in libraries:
             libraries.append(prov["libraries"])
