@@ -161,5 +161,11 @@ def test_tokenizer_recon_samples_are_the_tokenizers_reconstructions(rendered):
     data = SplitTensors(test)
     got = bound_images(cfg, "tokenizer_recon", data, vq)
     assert got.dtype == torch.uint8 and got.shape == (4, 3, 16, 16)
-    assert torch.equal(got, reconstruct_split(vq, data, batch=N_TEST)[:4])
+    want = reconstruct_split(vq, data, batch=N_TEST)[:4]
+    # the first batch (3 scenes) is exact; the partial batch ran at batch size 1 against 6, and on some CPUs (AVX2,
+    # measured) the convolutions round differently by batch size: one pixel of 768 one uint8 level apart. A wrong
+    # scene or order would differ everywhere
+    assert torch.equal(got[:3], want[:3])
+    diff = (got.int() - want.int()).abs()
+    assert int(diff.max()) <= 1 and float((diff > 0).float().mean()) < 0.01
     assert not torch.equal(got, bound_images(cfg, "real_images", data))
