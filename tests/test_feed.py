@@ -13,7 +13,7 @@ from crucible import config as cfglib
 from crucible.errors import InputError
 from crucible.train import distributed
 from crucible.train.feed import BatchFeed, Rows, _StepBatches, loader_workers, uniform_draw
-from crucible.train.loop import _micro, enter_step, step_seed
+from crucible.train.step_stream import enter_step, leave_step, step_seed
 from crucible.train.tokenizer import train_tokenizer
 
 N_SCENES, BATCH, SEED, STEPS = 40, 6, 3, 5
@@ -30,7 +30,7 @@ def _run(feed: BatchFeed, n_micro: int, start: int = 0) -> list:
                 rows = feed(step)["x"]
                 seen.append((rows, torch.rand(3)))
     finally:
-        _micro.update(index=0, of=1, calls=0)
+        leave_step()
     return seen
 
 

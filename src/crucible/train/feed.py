@@ -6,9 +6,9 @@ disk reads, decoding) and only then runs the model. On a GPU that read stalls th
 ``compute.loader_workers`` W > 0 a :class:`BatchFeed` runs it in W ``torch.utils.data.DataLoader`` workers, a few
 steps ahead, into pinned memory on CUDA.
 
-The indices of a step are a pure function of (seed, step, micro-batch, rank): a worker seeds itself exactly as the
-loop will (:func:`~crucible.train.loop.enter_step`), makes the same draw and reads the rows. The ``loss_fn`` still
-makes its own draw, so the global RNG is where the rest of the step (posterior noise, condition dropout) expects
+The indices of a step are a pure function of (seed, step, micro-batch, rank): a worker seeds itself exactly as
+the loop will (``step_stream.enter_step``), makes the same draw and reads the rows. The ``loss_fn`` still makes
+its own draw, so the global RNG is where the rest of the step (posterior noise, condition dropout) expects
 it, and takes the prefetched batch only after checking that its indices are the same. The batches, and so the
 weights, are therefore bit-identical to W = 0, which reads in the ``loss_fn`` itself (tests/test_feed.py).
 
@@ -21,15 +21,16 @@ paper profile's long job).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import InputError
 from .distributed import rank_and_world, set_worker_rank
-from .loop import enter_step, micro_index, shard
+from .step_stream import enter_step, micro_index, shard
 
-__all__ = ["BatchFeed", "Rows", "uniform_draw", "loader_workers"]
+__all__ = ["BatchFeed", "Rows", "uniform_draw", "uniform_feed", "loader_workers"]
 
 Draw = Callable[[], torch.Tensor]
 Fetch = Callable[[torch.Tensor], dict[str, torch.Tensor]]
@@ -60,6 +61,13 @@ def loader_workers(cfg: dict) -> int:
         raise InputError(f"compute.loader_workers = {w!r}: expected an integer >= 0 (0: read in the training "
                          "process)")
     return w
+
+
+def uniform_feed(cfg: dict, n_scenes: int, fetch: Fetch, seed: int, loop, device: torch.device) -> BatchFeed:
+    """The trainers' feed: ``loop.batch_size`` uniform draws of ``n_scenes`` a step (``loop``: a ``LoopConfig``),
+    read by ``compute.loader_workers`` workers, into pinned memory on CUDA."""
+    return BatchFeed(partial(uniform_draw, n_scenes, loop.batch_size), fetch, seed, loop.steps, loop.grad_accum,
+                     loader_workers(cfg), pin_memory=torch.device(device).type == "cuda")
 
 
 class _Steps(Sampler):

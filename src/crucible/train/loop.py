@@ -53,22 +53,19 @@ from ..progress import progress as progress_bar
 from .checkpoint import checkpoint_exists, load_checkpoint, load_weights, save_checkpoint
 from .distributed import (
     all_reduce_grads,
-    begin_step,
     broadcast_state,
     is_main,
     mean_over_ranks,
     rank_and_world,
     training_device,
 )
-from .distributed import shard as rank_share
 from .precision import Precision
+from .step_stream import enter_step, leave_step, micro_index, shard, shard_calls, step_seed
 
 __all__ = ["LoopConfig", "NonFiniteLossError", "step_seed", "val_seed", "lr_factor", "lr_scheduler", "run_training",
            "val_batches", "mean_over_batches", "shard", "training_device", "enter_step", "micro_index"]
 
 VAL_TAG = 0x76616C  # "val": the validation's noise is seeded from (seed, this tag), the same at every step
-MICRO_TAG = 0x6D6963  # "mic": spawn key of a micro-batch's random stream (grad_accum > 1)
-_micro = {"seed": 0, "step": 0, "index": 0, "of": 1, "calls": 0}  # the micro-batch the loop is in
 
 
 @dataclass
@@ -90,46 +87,10 @@ class NonFiniteLossError(FloatingPointError):
     """The loss became NaN/inf; the last good checkpoint is left untouched."""
 
 
-def step_seed(seed: int, step: int) -> int:
-    """Seed of everything random at ``step`` (batch choice, noise): independent of history."""
-    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
-
-
-def enter_step(seed: int, step: int, micro: int = 0, n: int = 1) -> None:
-    """Seed the global RNG from (seed, step) and set :func:`shard`'s state for micro-batch ``micro`` of ``n``:
-    what the loop does before each ``loss_fn`` call (and ``feed.py``'s workers before the same draw)."""
-    torch.manual_seed(step_seed(seed, step))
-    begin_step(seed, step)
-    _micro.update(seed=seed, step=step, index=micro, of=n, calls=0)
-
-
-def micro_index() -> int:
-    """The micro-batch the loop is in (0 without gradient accumulation)."""
-    return _micro["index"]
-
-
 def val_seed(seed: int) -> int:
     """Seed of the validation's noise: fixed for the run (every validation draws the same noise), and not a
     step's seed (its spawn key sets it apart from :func:`step_seed`'s streams)."""
     return int(np.random.SeedSequence([seed, VAL_TAG], spawn_key=(1,)).generate_state(1)[0])
-
-
-def shard(idx: torch.Tensor) -> torch.Tensor:
-    """This process's share of a global batch of indices (``distributed.shard``: ``idx[rank::world]``) and, with
-    ``grad_accum`` n > 1, of that the current micro-batch: the i-th of n equal contiguous slices, after which
-    the rest of the call draws from the micro-batch's own stream (seeded by seed, step, rank, i and the call),
-    so that the n micro-batches do not share their noise."""
-    mine, n = rank_share(idx), _micro["of"]
-    if n == 1:
-        return mine
-    if len(mine) % n:
-        raise InputError(f"a batch of {len(idx)} ({len(mine)} in this process) does not split into grad_accum = {n} "
-                         f"equal micro-batches; make the batch size (per condition type for CAM) a multiple of "
-                         f"grad_accum times the number of processes")
-    _micro["calls"] += 1
-    key = [_micro["seed"], _micro["step"], rank_and_world()[0], _micro["index"], _micro["calls"]]
-    torch.manual_seed(int(np.random.SeedSequence(key, spawn_key=(MICRO_TAG,)).generate_state(1)[0]))
-    return mine.tensor_split(n)[_micro["index"]]
 
 
 def val_batches(n_scenes: int, val_scenes: int, batch_size: int) -> list[torch.Tensor]:
@@ -369,7 +330,7 @@ def _forward_backward(loss_fn: Callable, step: int, seed: int, n: int, precision
             enter_step(seed, step, micro, n)
             with precision.autocast():
                 loss, parts = loss_fn(step)
-            if n > 1 and not _micro["calls"]:
+            if n > 1 and not shard_calls():
                 raise InputError(f"{desc}: grad_accum = {n} needs a loss_fn that takes its batch with "
                                  "crucible.train.loop.shard; this one never called it, so every micro-batch would be "
                                  "the whole batch")
@@ -381,7 +342,7 @@ def _forward_backward(loss_fn: Callable, step: int, seed: int, n: int, precision
             loss = loss / n if n > 1 else loss
             (scaler.scale(loss) if scaler is not None else loss).backward()
     finally:
-        _micro.update(index=0, of=1, calls=0)
+        leave_step()
     if n == 1:
         return values[0], keys  # as loss_fn gave them (a part may be a 0-d tensor)
     return [sum(float(v) for v in column) / n for column in zip(*values, strict=True)], keys

@@ -28,7 +28,7 @@ from ..provenance import provenance
 from ..run_config import scvar_run
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .distributed import is_main
-from .feed import BatchFeed, Rows, loader_workers, uniform_draw
+from .feed import Rows, uniform_feed
 from .loop import LoopConfig, mean_over_batches, run_training, training_device, val_batches
 from .precision import resolve_precision
 from .tokenizer import load_tokenizer, tokenize_split, tokenizer_config
@@ -75,8 +75,7 @@ def train_scvar(cfg: dict, variant: str, seed: int, tensors: Path, tokens: Path,
     val_fn = _val_fn(model, vq, val_tensors, loop, target, cfg["tokenizer"]["eval"]["batch_size"], device)
 
     rows = Rows(data, {"cond": target} if model.cfg.uses_condition else {}, {"codes": codes_NL})
-    feed = BatchFeed(partial(uniform_draw, len(data), loop.batch_size), rows, seed, loop.steps, loop.grad_accum,
-                     loader_workers(cfg), pin_memory=device.type == "cuda")  # draws this rank's share (feed.py)
+    feed = uniform_feed(cfg, len(data), rows, seed, loop, device)  # draws this rank's share (train/feed.py)
 
     def loss_fn(step: int):
         batch = feed(step)

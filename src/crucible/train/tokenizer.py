@@ -25,7 +25,7 @@ from ..provenance import provenance
 from ..run_config import tokenizer_run
 from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from .distributed import is_main
-from .feed import BatchFeed, Rows, loader_workers, uniform_draw
+from .feed import Rows, uniform_feed
 from .loop import LoopConfig, mean_over_batches, run_training, training_device, val_batches
 from .precision import resolve_precision
 
@@ -79,8 +79,7 @@ def train_tokenizer(cfg: dict, seed: int, tensors: Path, out_dir: Path, progress
     loop = LoopConfig(**cfg["tokenizer"]["train"])
     chroma_weight = float(cfg["tokenizer"].get("loss", {}).get("chroma_weight", 0.0))
 
-    feed = BatchFeed(partial(uniform_draw, len(data), loop.batch_size), Rows(data, {"image": "image"}), seed,
-                     loop.steps, loop.grad_accum, loader_workers(cfg), pin_memory=device.type == "cuda")
+    feed = uniform_feed(cfg, len(data), Rows(data, {"image": "image"}), seed, loop, device)  # train/feed.py
 
     def loss_fn(step: int):
         img01 = feed(step)["image"].to(device, non_blocking=True)
