@@ -23,6 +23,7 @@ include: "workflow/rules/validity.smk"
 include: "workflow/rules/paper.smk"
 include: "workflow/rules/sample_count.smk"
 include: "workflow/rules/metrics.smk"
+include: "workflow/rules/variation.smk"
 
 
 check_resource_rules()  # a profile's `resources` name only rules defined above

@@ -1,7 +1,8 @@
 """Suite-wide test settings."""
-
 import pytest
 import torch
+
+import crucible  # noqa: F401  pins the CPU kernels before any test computes (cpu_kernels.py)
 
 
 @pytest.fixture(autouse=True, scope="session")

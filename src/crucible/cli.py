@@ -92,8 +92,9 @@ def _cmd_tokenizer(args) -> None:
 
     cfg = _load_config(args)
     t, out = Path(args.tensors), Path(args.out)
+    seed = cfg["seeds"][0] if getattr(args, "seed", None) is None else args.seed
     if args.verb == "train":
-        train_tokenizer(cfg, cfg["seeds"][0], t / "train.safetensors", out, progress=not args.quiet,
+        train_tokenizer(cfg, seed, t / "train.safetensors", out, progress=not args.quiet,
                         val_tensors=_val_split(t))
         return
     vq = load_tokenizer(Path(args.model), cfg)
@@ -101,7 +102,7 @@ def _cmd_tokenizer(args) -> None:
         from .evaluation.stages.reconstruction import tokenizer_rows
 
         rows = tokenizer_rows(cfg, vq, t / "test.safetensors", Path(args.judges) if args.judges else None)
-        write_json(_results(cfg, rows, cfg["seeds"][0], t / "test.safetensors"), out)
+        write_json(_results(cfg, rows, seed, t / "test.safetensors"), out)
     else:  # tokenize
         from .atomic import write_tensors
 
@@ -195,6 +196,18 @@ def _cmd_aggregate(args) -> None:
     print(f"{len(summary)} aggregated metrics in {args.out}/summary.csv")
 
 
+def _cmd_variation(args) -> None:
+    from .atomic import write_text
+    from .evaluation.results.compare import Tolerances
+    from .evaluation.results.variation import seed_spread, spread_markdown
+
+    table = seed_spread([Path(p) for p in args.evals], Tolerances.load(Path(args.tolerances), args.profile))
+    out = Path(args.out)
+    write_text(table.to_csv(index=False), out)
+    write_text(spread_markdown(table, args.profile), out.with_suffix(".md"))
+    print(f"{int((~table['covered']).sum())} of {len(table)} metrics spread past their band: {out.with_suffix('.md')}")
+
+
 def _cmd_config_check(args) -> None:
     files = [Path(p) for p in args.config or ["config/tiny.yaml"]]
     given = cfglib.parse_set(args.set)
@@ -255,6 +268,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--quiet", action="store_true")
         if name != "train":
             sp.add_argument("--model", required=True, help="tokenizer checkpoint (.safetensors)")
+        if name != "tokenize":  # the DAG's tokenizer is trained with the first of `seeds`; others: its seed spread
+            sp.add_argument("--seed", type=int, help="training seed (default: the config's first of `seeds`)")
         if name == "eval":
             sp.add_argument("--judges", help="folder of the frozen judges: adds reconstruction FID/KID/PR")
 
@@ -312,6 +327,13 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("evals", nargs="+", metavar="EVAL_JSON", help="result files (eval.json, bench.json, ...)")
     sp.add_argument("--out", required=True, help="output folder: results.csv, summary.csv, paired.csv")
     sp.set_defaults(func=_cmd_aggregate)
+
+    sp = sub.add_parser("variation", help="seed spread of a once-trained component beside compare's bands")
+    sp.add_argument("evals", nargs="+", metavar="EVAL_JSON", help="one result file per training seed")
+    sp.add_argument("--tolerances", default="evaluation/tolerances.yaml")
+    sp.add_argument("--profile", required=True, help="the profile section of the tolerances to apply")
+    sp.add_argument("--out", required=True, help="CSV; the Markdown table goes beside it (.md)")
+    sp.set_defaults(func=_cmd_variation)
 
     conf = sub.add_parser("config", help="configuration").add_subparsers(dest="verb", required=True)
     sp = conf.add_parser("check", help="validate config files (merged in order) against the schema and rules")

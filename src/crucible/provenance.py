@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .config import config_hash
+from .cpu_kernels import kernel_record
 
 __all__ = ["git_commit", "library_versions", "device_info", "dataset_hash", "provenance"]
 
@@ -54,9 +55,9 @@ def device_info(device: torch.device | str | None = None, compute: dict | None =
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     info = {"device": str(device), "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or
             platform.machine(), "cpu_count": os.cpu_count(),
-            # the vector kernels torch runs (AVX2, AVX512, ...): CPUs that differ in it round differently
-            # (README "Same machine, or same instruction set")
-            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+            # the vector kernels torch runs (AVX2, AVX512, ...) and the switches that pin them: CPUs that differ in
+            # them round differently (crucible/cpu_kernels.py)
+            **kernel_record()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     if compute is not None:

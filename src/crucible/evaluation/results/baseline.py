@@ -78,6 +78,8 @@ def results_provenance(results: Path) -> dict:
                 value = f"{value} ({prov['gpu']})"
             elif key == "device":
                 cap = f", {prov['cpu_capability']}" if prov.get("cpu_capability") else ""
+                env = prov.get("cpu_kernel_env") or {}  # the switches that pinned it (crucible/cpu_kernels.py)
+                cap += "".join(f", {k}={v or 'unset'}" for k, v in env.items())
                 value = f"{value} ({prov.get('cpu')}, {prov.get('cpu_count')} cores{cap})"
             tally[str(value)] += 1
         if prov.get("libraries") and prov["libraries"] not in libraries:
