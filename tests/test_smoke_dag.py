@@ -92,6 +92,33 @@ def test_cli_verify_decodes_the_smoke_dataset(smoke_dag):
     assert "files intact" in r.stdout
 
 
+def test_variation_trains_the_tokenizer_with_other_seeds_beside_the_dags_own(smoke_dag):
+    """`snakemake variation`: the extra seeds' tokenizers are trained with their own seed (other weights, other
+    PSNR), the DAG's own is reused (seed 0 in the table is its eval.json), and none of it enters the results."""
+    import json
+
+    import pandas as pd
+
+    from crucible.evaluation.results.baseline import results_provenance
+
+    before = results_provenance(ROOT / "results/smoke")["result_files"]
+    r = run("snakemake", "--cores", "2", "--configfile", "config/smoke.yaml", "--config",
+            "variation={tokenizer_seeds: [0, 1]}", "--", "variation")
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert "tokenizer_train" not in re.findall(r"^localrule (\w+):", r.stdout + r.stderr, flags=re.M)
+    res = ROOT / "results/smoke"
+    psnr = {}
+    for name, path in (("seed0", res / "tokenizer/eval.json"), ("seed1", res / "variation/tokenizer/seed1/eval.json")):
+        doc = json.loads(path.read_text())
+        psnr[name] = next(r["value"] for r in doc["rows"] if r["metric"] == "psnr")
+        assert doc["provenance"]["seed"] == int(name[4:])
+    assert json.loads((res / "variation/tokenizer/seed1/model.json").read_text())["seed"] == 1
+    table = pd.read_csv(res / "variation/tokenizer_seeds.csv").set_index("metric")
+    assert (table.loc["psnr", "seed0"], table.loc["psnr", "seed1"]) == (psnr["seed0"], psnr["seed1"])
+    assert psnr["seed0"] != psnr["seed1"] and table.loc["psnr", "n_seeds"] == 2
+    assert results_provenance(res)["result_files"] == before  # not a result of the DAG
+
+
 def test_misspelled_key_stops_snakemake_before_any_job(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("profile: smoke\ndata:\n  imge_size: 32\n")

@@ -205,7 +205,8 @@ def _cmd_variation(args) -> None:
     out = Path(args.out)
     write_text(table.to_csv(index=False), out)
     write_text(spread_markdown(table, args.profile), out.with_suffix(".md"))
-    print(f"{int((~table['covered']).sum())} of {len(table)} metrics spread past their band: {out.with_suffix('.md')}")
+    short = int((~table["covered"]).sum())
+    print(f"{short} of {len(table)} metrics have a band narrower than their 95 % rerun band: {out.with_suffix('.md')}")
 
 
 def _cmd_config_check(args) -> None:

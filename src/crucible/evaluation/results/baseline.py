@@ -53,6 +53,8 @@ def _result_files(results: Path) -> list[Path]:
     for path in sorted(Path(results).rglob("*.json")):
         if path.name.startswith(("last", "model")) or path.name == "metrics.json":
             continue  # checkpoints' configs and our own export
+        if "variation" in path.relative_to(results).parts[:1]:
+            continue  # the seed-spread target's (results/variation.py), not a result of the DAG
         try:
             doc = json.loads(path.read_text())
         except (OSError, ValueError):

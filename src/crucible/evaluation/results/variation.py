@@ -5,9 +5,13 @@ the band of ``evaluation/tolerances.yaml`` alone (compare.py). A band narrower t
 gives flags an honest rerun whose training took another path: float rounding that differs between machines
 (README "Same machine, or same instruction set") moves a training run the way a seed does. ``snakemake
 variation`` trains the tokenizer with the extra seeds of ``variation.tokenizer_seeds`` and this module tabulates,
-per metric: each seed's value, the mean, the sample standard deviation, the range (max - min), and the band of
-the compared profile at the mean; ``covered`` says whether every seed lies within the band of every other (range
-<= band), which is what a rerun needs to pass.
+per metric: each seed's value, the mean, the sample standard deviation s, the range (max - min), the band of the
+compared profile at the mean, and the rerun band: the width within which the difference of two further runs
+falls with 95 % probability, t(0.975, n - 1) * sqrt(2) * s. Two runs X1, X2 and the n seeds' s are independent
+draws of one normal, so (X1 - X2) / (sqrt(2) s) is Student-t with n - 1 degrees of freedom and the coverage is
+exactly 95 % at any n >= 2 (tests/test_variation.py checks it by simulation at n = 2, 3, 5). ``covered``: the
+configured band is at least the rerun band (or the metric is informational), so an honest rerun passes
+`crucible compare` at least 95 % of the time.
 """
 
 from __future__ import annotations
@@ -17,14 +21,24 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from ...errors import InputError
 from .compare import Tolerances
 from .results_table import collect
 
-__all__ = ["seed_spread", "spread_markdown"]
+__all__ = ["rerun_band", "seed_spread", "spread_markdown"]
 
 KEYS = ["stage", "variant", "condition", "metric", "backbone"]
+
+
+def rerun_band(values, level: float = 0.95) -> float:
+    """Half-width that ``|X1 - X2|`` of two further runs stays within with probability ``level``, from the
+    spread of ``values`` (one per seed; Student-t prediction, see the module docstring)."""
+    v = np.asarray(values, dtype=float)
+    if v.size < 2:
+        return math.nan
+    return float(stats.t.ppf(0.5 + level / 2, v.size - 1) * math.sqrt(2.0) * np.std(v, ddof=1))
 
 
 def seed_spread(paths: list[Path], tolerances: Tolerances) -> pd.DataFrame:
@@ -45,9 +59,10 @@ def seed_spread(paths: list[Path], tolerances: Tolerances) -> pd.DataFrame:
         spread = float(np.max(v) - np.min(v))
         row = dict(zip(KEYS, key, strict=True))
         row.update({f"seed{s}": float(by_seed.get(s, math.nan)) for s in seeds})
+        need = rerun_band(v)
         row.update({"n_seeds": len(v), "mean": mean, "std": float(np.std(v, ddof=1)) if len(v) > 1 else math.nan,
-                    "range": spread, "band": band, "band_rule": tol.source, "informational": tol.informational,
-                    "covered": bool(tol.informational or spread <= band)})
+                    "range": spread, "rerun_band": need, "band": band, "band_rule": tol.source,
+                    "informational": tol.informational, "covered": bool(tol.informational or band >= need)})
         out.append(row)
     return pd.DataFrame(out)
 
@@ -60,12 +75,13 @@ def _fmt(x) -> str:
 
 def spread_markdown(table: pd.DataFrame, profile: str) -> str:
     seed_cols = [c for c in table.columns if c.startswith("seed") and c[4:].isdigit()]
-    head = ["stage", "metric", *seed_cols, "mean", "std", "range", "band", "covered"]
+    head = ["stage", "metric", *seed_cols, "mean", "std", "range", "rerun band (95 %)", "band", "covered"]
     lines = [f"Seed spread of a once-trained component, profile `{profile}` (n_seeds = {len(seed_cols)}); band: "
-             "`crucible compare`'s tolerance at the mean (evaluation/tolerances.yaml); covered: range <= band "
-             "(or an informational metric).", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+             "`crucible compare`'s tolerance at the mean (evaluation/tolerances.yaml); rerun band: t(0.975, n-1) "
+             "x sqrt(2) x std, what two honest reruns differ by at most, 95 % of the time; covered: band >= rerun "
+             "band (or an informational metric).", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
-        cells = [r["stage"], r["metric"], *(r[c] for c in seed_cols), r["mean"], r["std"], r["range"], r["band"],
-                 "yes" if r["covered"] else "**no**"]
+        cells = [r["stage"], r["metric"], *(r[c] for c in seed_cols), r["mean"], r["std"], r["range"],
+                 r["rerun_band"], r["band"], "yes" if r["covered"] else "**no**"]
         lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
