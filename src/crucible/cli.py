@@ -101,7 +101,7 @@ def _cmd_tokenizer(args) -> None:
     if args.verb == "eval":
         from .evaluation.stages.reconstruction import tokenizer_rows
 
-        rows = tokenizer_rows(cfg, vq, t / "test.safetensors", Path(args.judges) if args.judges else None)
+        rows = tokenizer_rows(cfg, vq, t / "test.safetensors", Path(args.judges) if args.judges else None, seed)
         write_json(_results(cfg, rows, seed, t / "test.safetensors"), out)
     else:  # tokenize
         from .atomic import write_tensors

@@ -16,7 +16,6 @@ configured band is at least the rerun band (or the metric is informational), so 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -45,10 +44,6 @@ def rerun_band(values, level: float = 0.95) -> float:
 def seed_spread(paths: list[Path], tolerances: Tolerances) -> pd.DataFrame:
     """One row per metric of the result files (one file per training seed of one component)."""
     df = collect([Path(p) for p in paths])
-    # the training seed is the provenance's (a component's rows may carry the config's first seed)
-    trained = {str(p): json.loads(Path(p).read_text())["provenance"].get("seed") for p in paths}
-    df["seed"] = [trained[f] if trained[f] is not None else s for f, s in zip(df["source_file"], df["seed"],
-                                                                                strict=True)]
     ok = df[df["status"] == "ok"].astype({"value": float})
     seeds = sorted(int(s) for s in ok["seed"].unique())
     if len(seeds) < 2:

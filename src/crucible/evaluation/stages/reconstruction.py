@@ -41,9 +41,10 @@ def _row(seed: int, metric: str, value, backbone: str | None = None, status: str
     return result_row("tokenizer", "tokenizer", seed, None, metric, value, backbone, status, reason)
 
 
-def tokenizer_rows(cfg: dict, vq, test: Path, judges: Path | None) -> list[dict]:
-    """Rows of the tokenizer's quality on the test split; FID rows need the frozen judges (``judges``)."""
-    seed, ev = cfg["seeds"][0], cfg["evaluation"]
+def tokenizer_rows(cfg: dict, vq, test: Path, judges: Path | None, seed: int | None = None) -> list[dict]:
+    """Rows of the tokenizer's quality on the test split; FID rows need the frozen judges (``judges``). ``seed``:
+    the tokenizer's training seed (default: the config's first of ``seeds``, the DAG's tokenizer)."""
+    seed, ev = cfg["seeds"][0] if seed is None else seed, cfg["evaluation"]
     data = SplitTensors(test, lazy=True)
     batch = cfg["tokenizer"]["eval"]["batch_size"]
     rows = [_row(seed, k, v) for k, v in eval_tokenizer(vq, data, batch).items()]
