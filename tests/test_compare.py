@@ -108,6 +108,22 @@ def test_new_variant_appears_beside_the_stored_ones(smoke, capsys):
     assert list(block["variant"]).index("ecfm_k5") == list(block["variant"]).index("ecfm_k4") + 1  # side by side
 
 
+@pytest.mark.parametrize("dataset_hash, warned", [("397f8857a02a5867", False), ("0123456789abcdef", True)])
+def test_results_from_other_data_than_the_baselines_are_named(smoke, capsys, dataset_hash, warned):
+    """The stored smoke baseline's runs recorded dataset hash 397f8857a02a5867 (its provenance.json): results made
+    from other data (a render on another instruction set) get a warning naming both hashes, the same data none."""
+    base, new = smoke
+    doc = {"provenance": {"dataset_hash": dataset_hash, "device": "cpu", "cpu": "x86_64", "cpu_count": 2},
+           "rows": []}
+    (new / "eval.json").write_text(json.dumps(doc))
+    assert compare(base, new) == 0  # a warning, not a failure: the rows decide
+    out, md = capsys.readouterr().out, (new / "comparison.md").read_text()
+    line = f"WARNING: the results' dataset hash(es) {dataset_hash} differ from the baseline's 397f8857a02a5867"
+    assert (line in out and line in md) is warned and ("other data" in out) is warned
+    assert ("WARNING" in out) is warned
+    assert "NOTE: the results' device(s)" not in out  # cpu (x86_64, 2 cores) on both sides
+
+
 def test_missing_variant_is_reported_and_fails_only_when_strict(smoke):
     base, new = smoke
     edit(new, lambda s: s[~((s["stage"] == "scvar") & (s["variant"] == "lora"))])

@@ -16,7 +16,7 @@ import yaml
 
 from ...atomic import write_text
 from ...errors import InputError
-from .baseline import BaselineExists, read_provenance, update_baseline
+from .baseline import BaselineExists, read_provenance, results_provenance, update_baseline
 from .compare import FAILING, VERDICTS, Tolerances, compare_summaries, read_summary, variant_overview
 
 __all__ = ["add_compare_verbs", "render_markdown"]
@@ -76,12 +76,30 @@ def _resolve(args) -> tuple[Path, Path, str]:
 def _meta(results: Path, baseline: Path, profile: str, tol_path: Path) -> list[str]:
     prov = read_provenance(baseline)
     stored = prov.get("stored", {})
-    commits = ", ".join(c[:12] for c in prov.get("runs", {}).get("git_commits", {})) or "unknown"
+    commits = ", ".join(dict.fromkeys(c[:12] for c in prov.get("runs", {}).get("git_commits", {}))) or "unknown"
     lines = [f"baseline {baseline} (profile {profile}; stored {stored.get('utc', '?')}; runs from commit(s) {commits})",
              f"results  {results}" + (f" (profile {_profile_of(results)})" if _profile_of(results) else ""),
              f"tolerances {tol_path} (profile section: {profile})"]
     if _profile_of(results) not in (None, profile):
         lines.append(f"WARNING: comparing profile {_profile_of(results)} against a {profile} baseline")
+    return lines + _provenance_notes(results, prov.get("runs", {}))
+
+
+def _provenance_notes(results: Path, stored_runs: dict) -> list[str]:
+    """What the results were made from, where it differs from the baseline's runs: another dataset (a render on
+    a CPU with another instruction set differs in a few pixels: README "What is exact where"), another device
+    line (CPU, core count, the pinned kernel capability)."""
+    new = results_provenance(results) if results.is_dir() else {}
+    lines = []
+    for key, what in (("dataset_hashes", "dataset hash(es)"), ("devices", "device(s)")):
+        stored, now = sorted(stored_runs.get(key, {})), sorted(new.get(key, {}))
+        if stored and now and stored != now:
+            lines.append(f"{'WARNING' if key == 'dataset_hashes' else 'NOTE'}: the results' {what} "
+                         f"{', '.join(now)} differ from the baseline's {', '.join(stored)}")
+    if lines and lines[0].startswith("WARNING"):
+        lines.append("  other data: everything trained on it moves like another training seed, so trained rows "
+                     "past their bands may say more about the data than the code (README, \"Same machine, or same "
+                     "instruction set\")")
     return lines
 
 
