@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-import crucible  # noqa: F401  pins the CPU kernels before any test computes (cpu_kernels.py)
+import crucible  # noqa: F401  with CRUCIBLE_CPU_KERNELS=avx2, pins the CPU kernels before any test computes
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -55,7 +55,7 @@ def device_info(device: torch.device | str | None = None, compute: dict | None =
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     info = {"device": str(device), "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or
             platform.machine(), "cpu_count": os.cpu_count(),
-            # the vector kernels torch runs (AVX2, AVX512, ...) and the switches that pin them: CPUs that differ in
+            # the vector kernels torch runs (AVX2, AVX512, ...) and the switches that can pin them: CPUs that differ in
             # them round differently (crucible/cpu_kernels.py)
             **kernel_record()}
     if device.type == "cuda":
