@@ -19,6 +19,8 @@ rule tokenizer_train:
         settings=section_hash("tokenizer", "seeds"),
         tensors=tensor_dir,
         out=subpath(output.model, parent=True),
+        # the DAG's tokenizer is trained with the first of `seeds`; variation.smk reuses this rule for other seeds
+        seed=lambda wc: wc.get("seed", SEEDS[0]),
     priority: 100  # the head of the longest chain (tokenizer -> tokens -> base -> variants): start it first
     threads: 2
     conda:
@@ -27,7 +29,7 @@ rule tokenizer_train:
         **profile_resources("tokenizer_train", mem_mb=4000, runtime=60),
     shell:
         "{params.launch} tokenizer train --config {params.config} --tensors {params.tensors} --out {params.out}"
-        " --threads {threads} 2> {log}"
+        " --seed {params.seed} --threads {threads} 2> {log}"
 
 
 rule tokenizer_eval:
@@ -46,6 +48,7 @@ rule tokenizer_eval:
         settings=section_hash("tokenizer", "evaluation"),
         tensors=tensor_dir,
         judges=lambda wc, input: Path(input.encoder).parent,
+        seed=lambda wc: wc.get("seed", SEEDS[0]),
     threads: 2
     conda:
         ENV
@@ -53,7 +56,7 @@ rule tokenizer_eval:
         **profile_resources("tokenizer_eval", mem_mb=4000, runtime=10),
     shell:
         "crucible tokenizer eval --config {params.config} --tensors {params.tensors} --model {input.model}"
-        " --judges {params.judges} --out {output} --threads {threads} 2> {log}"
+        " --seed {params.seed} --judges {params.judges} --out {output} --threads {threads} 2> {log}"
 
 
 rule tokenize:

@@ -6,9 +6,8 @@ VARIATION_DIR = f"{RESULTS}/variation"
 TOKENIZER_SPREAD_SEEDS = [s for s in config.get("variation", {}).get("tokenizer_seeds", []) if s != SEEDS[0]]
 
 
-rule tokenizer_seed_train:
-    input:
-        tensors=rules.tensors.output,
+# the DAG's own tokenizer rules (scvar.smk) with a {seed} wildcard: same shell line, other paths
+use rule tokenizer_train as tokenizer_seed_train with:
     output:
         model=f"{VARIATION_DIR}/tokenizer/seed{{seed}}/model.safetensors",
         meta=f"{VARIATION_DIR}/tokenizer/seed{{seed}}/model.json",
@@ -17,23 +16,12 @@ rule tokenizer_seed_train:
         f"logs/{PROFILE}/tokenizer_seed_train/seed{{seed}}.log",
     benchmark:
         f"benchmarks/{PROFILE}/tokenizer_seed_train/seed{{seed}}.tsv",
-    params:
-        launch=launch,
-        config=CONFIG,
-        settings=section_hash("tokenizer"),
-        tensors=tensor_dir,
-        out=subpath(output.model, parent=True),
-    threads: 2
-    conda:
-        ENV
+    priority: 0
     resources:
         **profile_resources("tokenizer_seed_train", mem_mb=4000, runtime=60),
-    shell:
-        "{params.launch} tokenizer train --config {params.config} --tensors {params.tensors} --out {params.out}"
-        " --seed {wildcards.seed} --threads {threads} 2> {log}"
 
 
-rule tokenizer_seed_eval:
+use rule tokenizer_eval as tokenizer_seed_eval with:
     input:
         model=rules.tokenizer_seed_train.output.model,
         tensors=rules.tensors.output,
@@ -44,19 +32,8 @@ rule tokenizer_seed_eval:
         f"logs/{PROFILE}/tokenizer_seed_eval/seed{{seed}}.log",
     benchmark:
         f"benchmarks/{PROFILE}/tokenizer_seed_eval/seed{{seed}}.tsv",
-    params:
-        config=CONFIG,
-        settings=section_hash("tokenizer", "evaluation"),
-        tensors=tensor_dir,
-        judges=lambda wc, input: Path(input.encoder).parent,
-    threads: 2
-    conda:
-        ENV
     resources:
         **profile_resources("tokenizer_seed_eval", mem_mb=4000, runtime=10),
-    shell:
-        "crucible tokenizer eval --config {params.config} --tensors {params.tensors} --model {input.model}"
-        " --seed {wildcards.seed} --judges {params.judges} --out {output} --threads {threads} 2> {log}"
 
 
 rule variation:
