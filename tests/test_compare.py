@@ -113,15 +113,30 @@ def test_results_from_other_data_than_the_baselines_are_named(smoke, capsys, dat
     """The stored smoke baseline's runs recorded dataset hash 397f8857a02a5867 (its provenance.json): results made
     from other data (a render on another instruction set) get a warning naming both hashes, the same data none."""
     base, new = smoke
-    doc = {"provenance": {"dataset_hash": dataset_hash, "device": "cpu", "cpu": "x86_64", "cpu_count": 2},
-           "rows": []}
+    doc = {"provenance": {"dataset_hash": dataset_hash, "device": "cpu", "cpu": "x86_64", "cpu_count": 2,
+                          "cpu_capability": "AVX512", "cpu_kernel_env": {"ATEN_CPU_CAPABILITY": ""}}, "rows": []}
     (new / "eval.json").write_text(json.dumps(doc))
     assert compare(base, new) == 0  # a warning, not a failure: the rows decide
     out, md = capsys.readouterr().out, (new / "comparison.md").read_text()
     line = f"WARNING: the results' dataset hash(es) {dataset_hash} differ from the baseline's 397f8857a02a5867"
     assert (line in out and line in md) is warned and ("other data" in out) is warned
     assert ("WARNING" in out) is warned
-    assert "NOTE: the results' device(s)" not in out  # cpu (x86_64, 2 cores) on both sides
+    # the stored runs' device line predates the kernel record (cpu (x86_64, 2 cores)): not compared
+    assert "NOTE: the results' device(s)" not in out
+
+
+def test_results_on_another_device_line_are_noted(smoke, capsys):
+    base, new = smoke
+    prov = json.loads((base / "provenance.json").read_text())
+    prov["runs"]["devices"] = {"cpu (x86_64, 2 cores, AVX2, ATEN_CPU_CAPABILITY=avx2)": 28}
+    (base / "provenance.json").write_text(json.dumps(prov))
+    doc = {"provenance": {"dataset_hash": "397f8857a02a5867", "device": "cpu", "cpu": "x86_64", "cpu_count": 2,
+                          "cpu_capability": "AVX512", "cpu_kernel_env": {"ATEN_CPU_CAPABILITY": ""}}, "rows": []}
+    (new / "eval.json").write_text(json.dumps(doc))
+    assert compare(base, new) == 0
+    out = capsys.readouterr().out
+    assert ("NOTE: the results' device(s) cpu (x86_64, 2 cores, AVX512, ATEN_CPU_CAPABILITY=unset) differ from the "
+            "baseline's cpu (x86_64, 2 cores, AVX2, ATEN_CPU_CAPABILITY=avx2)") in out and "WARNING" not in out
 
 
 def test_missing_variant_is_reported_and_fails_only_when_strict(smoke):

@@ -16,6 +16,8 @@ use rule tokenizer_train as tokenizer_seed_train with:
         f"logs/{PROFILE}/tokenizer_seed_train/seed{{seed}}.log",
     benchmark:
         f"benchmarks/{PROFILE}/tokenizer_seed_train/seed{{seed}}.tsv",
+    params:
+        settings=section_hash("tokenizer"),  # the seed is the wildcard's: adding to `seeds` retrains none of these
     priority: 0
     resources:
         **profile_resources("tokenizer_seed_train", mem_mb=4000, runtime=60),
