@@ -34,7 +34,7 @@ VERDICTS = {
     "worse": "moved past the tolerance the worse way (CIs disjoint, or n = 1)",
     "changed": "a metric with no better side moved past the tolerance",
     "uncertain": "past the tolerance, but the CIs of n >= 2 seeds still overlap",
-    "info": "informational metric (a timing, or a metric one run cannot pin: evaluation/tolerances.yaml): moved, never fails",
+    "info": "informational (a timing, or a metric one run cannot pin: evaluation/tolerances.yaml): moved, never fails",
     "nonfinite": "non-finite values where the baseline had finite ones",
     "new": "not in the baseline (a new variant or metric)",
     "missing": "in the baseline, not in the new results",
