@@ -31,7 +31,8 @@ def test_every_rule_reads_its_own_profile_resources():
     for smk in sorted((ROOT / "workflow/rules").glob("*.smk")):
         text = smk.read_text()
         for m in re.finditer(r'profile_resources\("(\w+)"', text):
-            rule = re.findall(r"^\s*rule (\w+):", text[:m.start()], flags=re.M)[-1]
+            # `rule name:` or `use rule other as name with:`
+            rule = re.findall(r"^\s*(?:use )?rule (?:\w+ as )?(\w+)(?: with)?:", text[:m.start()], flags=re.M)[-1]
             assert m.group(1) == rule, f"{smk.name}: rule {rule} reads the resources of {m.group(1)}"
 
 
