@@ -102,6 +102,12 @@ def run_hash(*keys, **stages):
     return param
 
 
+def tokenizer_seed(wildcards):
+    """The tokenizer's training seed: the first of `seeds` for the DAG's own, the {seed} wildcard's for the
+    seed-spread runs of variation.smk (which reuse the tokenizer rules)."""
+    return wildcards.get("seed", SEEDS[0])
+
+
 def bound_tokenizer(wildcards):
     """The tokenizer checkpoint, for the reconstructions only (the real images need none)."""
     return {"tokenizer": [rules.tokenizer_train.output.model] if wildcards.variant == "tokenizer_recon" else []}

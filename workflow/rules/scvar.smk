@@ -19,8 +19,7 @@ rule tokenizer_train:
         settings=section_hash("tokenizer", "seeds"),
         tensors=tensor_dir,
         out=subpath(output.model, parent=True),
-        # the DAG's tokenizer is trained with the first of `seeds`; variation.smk reuses this rule for other seeds
-        seed=lambda wc: wc.get("seed", SEEDS[0]),
+        seed=tokenizer_seed,
     priority: 100  # the head of the longest chain (tokenizer -> tokens -> base -> variants): start it first
     threads: 2
     conda:
@@ -48,7 +47,7 @@ rule tokenizer_eval:
         settings=section_hash("tokenizer", "evaluation"),
         tensors=tensor_dir,
         judges=lambda wc, input: Path(input.encoder).parent,
-        seed=lambda wc: wc.get("seed", SEEDS[0]),
+        seed=tokenizer_seed,
     threads: 2
     conda:
         ENV

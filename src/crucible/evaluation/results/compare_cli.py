@@ -90,18 +90,21 @@ def _provenance_notes(results: Path, stored_runs: dict) -> list[str]:
     a CPU with another instruction set differs in a few pixels: README "What is exact where"), another device
     line (CPU, core count, the pinned kernel capability)."""
     new = results_provenance(results) if results.is_dir() else {}
-    lines = []
-    for key, what in (("dataset_hashes", "dataset hash(es)"), ("devices", "device(s)")):
+
+    def differing(key: str) -> tuple[str, str] | None:
         stored, now = sorted(stored_runs.get(key, {})), sorted(new.get(key, {}))
-        if key == "devices" and not all("ATEN_CPU_CAPABILITY" in d for d in stored):
-            continue  # stored before provenance recorded the kernels: every line would differ
-        if stored and now and stored != now:
-            lines.append(f"{'WARNING' if key == 'dataset_hashes' else 'NOTE'}: the results' {what} "
-                         f"{', '.join(now)} differ from the baseline's {', '.join(stored)}")
-    if lines and lines[0].startswith("WARNING"):
-        lines.append("  other data: everything trained on it moves like another training seed, so trained rows "
-                     "past their bands may say more about the data than the code (README, \"Same machine, or same "
-                     "instruction set\")")
+        return (", ".join(now), ", ".join(stored)) if stored and now and stored != now else None
+
+    lines = []
+    if data := differing("dataset_hashes"):
+        lines += [f"WARNING: the results' dataset hash(es) {data[0]} differ from the baseline's {data[1]}",
+                  "  other data: everything trained on it moves like another training seed, so trained rows past "
+                  "their bands may say more about the data than the code (README, \"Same machine, or same "
+                  "instruction set\")"]
+    # a baseline stored before provenance recorded the kernels has no capability in its lines: every line would differ
+    kernels_recorded = all("ATEN_CPU_CAPABILITY" in d for d in stored_runs.get("devices", {}))
+    if kernels_recorded and (device := differing("devices")):
+        lines.append(f"NOTE: the results' device(s) {device[0]} differ from the baseline's {device[1]}")
     return lines
 
 
