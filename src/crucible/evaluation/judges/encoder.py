@@ -43,6 +43,12 @@ class EncoderConfig:
     # also take the trunk's last map's global max over space (concatenated before the projection): "is there a
     # red object" is a max over positions, which an average dilutes by the object's share of the image
     max_pool: bool = False
+    # weight of an auxiliary per-pixel segmentation loss: a 1x1 conv reads the map of trunk stage seg_stage and
+    # is scored by cross-entropy against the rendered class of every pixel (0 background, 1 floor, 2.. shape
+    # kinds). The scene-level labels alone did not teach a small trunk what the shapes are; the renderer knows
+    # every pixel's class, and this dense signal does (README, "Judges and metrics"). 0: off
+    seg_aux: float = 0.0
+    seg_stage: int = -1  # which stage's map the segmentation reads (Python indexing over the n_stages stages)
     # the heads ({"name", "type", "targets"}, data/scene_targets.py); None: every head, n_kinds shape kinds
     heads: list[dict] | None = None
 
@@ -52,6 +58,9 @@ class EncoderConfig:
                 raise ValueError(f"EncoderConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.head_hidden < 0:
             raise ValueError(f"EncoderConfig.head_hidden must be >= 0, got {self.head_hidden}")
+        if self.seg_aux < 0 or not -self.n_stages <= self.seg_stage < self.n_stages:
+            raise ValueError(f"EncoderConfig: seg_aux must be >= 0 (got {self.seg_aux}) and seg_stage a stage index "
+                             f"in [{-self.n_stages}, {self.n_stages - 1}] (got {self.seg_stage})")
         if self.heads is None:
             self.heads = head_layout([f"kind{i}" for i in range(self.n_kinds)])
         self.heads = [dict(h) if isinstance(h, dict) else h for h in self.heads]
@@ -131,6 +140,8 @@ class JudgeEncoder(nn.Module):
             return nn.Sequential(nn.Linear(cfg.feat_dim, cfg.head_hidden), nn.SiLU(), nn.Linear(cfg.head_hidden, n_out))
 
         self.heads = nn.ModuleDict({h["name"]: head(cfg.head_outputs(h)) for h in cfg.heads})
+        # 4. training only: per-pixel class logits (background, floor, shape kinds) from one stage's map
+        self.seg_head = nn.Conv2d(widths[cfg.seg_stage], cfg.n_kinds + 2, 1) if cfg.seg_aux > 0 else None
         self.target_names = target_names(cfg.heads)
         ends = torch.tensor([len(h["targets"]) for h in cfg.heads]).cumsum(0).tolist()
         self.columns = {h["name"]: slice(e - len(h["targets"]), e) for h, e in zip(cfg.heads, ends, strict=True)}
@@ -139,8 +150,8 @@ class JudgeEncoder(nn.Module):
         self.register_buffer("target_std", torch.ones(n_t))
         self.register_buffer("head_norm", torch.ones(len(cfg.heads)))
 
-    def features(self, img_B3HW: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) float in [0, 1] -> (B, D) embedding."""
+    def _trunk(self, img_B3HW: torch.Tensor) -> list[torch.Tensor]:
+        """(B, 3, H, W) float in [0, 1] -> every stage's output map."""
         if img_B3HW.dim() != 4 or img_B3HW.shape[1] != self.cfg.in_channels:
             raise ValueError(
                 f"expected (B, {self.cfg.in_channels}, H, W) images, got {tuple(img_B3HW.shape)}"
@@ -151,21 +162,35 @@ class JudgeEncoder(nn.Module):
             ys, xs = torch.linspace(-1, 1, H, device=h_BCHW.device), torch.linspace(-1, 1, W, device=h_BCHW.device)
             grid_2HW = torch.stack(torch.meshgrid(xs, ys.flip(0), indexing="xy")).to(h_BCHW.dtype)
             h_BCHW = torch.cat([h_BCHW, grid_2HW.expand(B, 2, H, W)], dim=1)
+        maps = []
         for stage in self.stages:
             h_BCHW = stage(h_BCHW)
+            maps.append(h_BCHW)
+        return maps
+
+    def _embed(self, h_BCHW: torch.Tensor, image_hw: tuple[int, ...]) -> torch.Tensor:
         g = self.cfg.pool_grid
         if min(h_BCHW.shape[-2:]) < g:
-            raise ValueError(f"images of {tuple(img_B3HW.shape[-2:])} leave a {tuple(h_BCHW.shape[-2:])} map after "
+            raise ValueError(f"images of {tuple(image_hw)} leave a {tuple(h_BCHW.shape[-2:])} map after "
                              f"{self.cfg.n_stages} stages, smaller than pool_grid={g}")
         pooled_BF = F.adaptive_avg_pool2d(h_BCHW, g).flatten(1)  # (B, C*g*g)
         if self.cfg.max_pool:
             pooled_BF = torch.cat([pooled_BF, h_BCHW.amax(dim=(-2, -1))], dim=1)  # (B, C*(g*g + 1))
         return self.proj(pooled_BF)  # -> (B, D)
 
+    def features(self, img_B3HW: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) float in [0, 1] -> (B, D) embedding."""
+        return self._embed(self._trunk(img_B3HW)[-1], img_B3HW.shape[-2:])
+
     def forward(self, img_B3HW: torch.Tensor) -> dict[str, torch.Tensor]:
-        feat_BD = self.features(img_B3HW)
+        maps = self._trunk(img_B3HW)
+        feat_BD = self._embed(maps[-1], img_B3HW.shape[-2:])
         a_BD = F.silu(feat_BD)
-        return {"feat": feat_BD, **{name: head(a_BD) for name, head in self.heads.items()}}
+        out = {"feat": feat_BD, **{name: head(a_BD) for name, head in self.heads.items()}}
+        if self.seg_head is not None:  # (B, n_kinds + 2, H, W) logits, bilinearly upsampled to the image
+            out["seg"] = F.interpolate(self.seg_head(maps[self.cfg.seg_stage]), size=tuple(img_B3HW.shape[-2:]),
+                                       mode="bilinear", align_corners=False)
+        return out
 
     @torch.no_grad()
     def set_target_stats(self, targets_NT: torch.Tensor) -> None:

@@ -52,6 +52,9 @@ def unavailable_reason(cfg: dict, kind: str, *splits: SplitTensors) -> str | Non
         if kind == "encoder" and not has_scene_attributes(data):
             return (f"no scene parameters in the {data.path.stem} split: the judge encoder learns the shape kinds "
                     "present and the object count of each scene (imported data has none)")
+        if kind == "encoder" and cfg["judges"]["encoder"].get("seg_aux", 0) > 0 and "seg" not in data.conditions:
+            return (f"no seg maps in the {data.path.stem} split (it has {data.conditions}): judges.encoder.seg_aux > 0 "
+                    "trains the encoder's auxiliary segmentation on them (set it to 0 to train without)")
     return None
 
 

@@ -94,11 +94,19 @@ def _normal_cosine_loss(pred_B3HW: torch.Tensor, ref_B3HW: torch.Tensor) -> torc
 
 
 def judge_loss(kind: str, model: nn.Module, batch: dict) -> torch.Tensor:
-    """encoder: the sum of its heads' losses, each divided by its trivial loss (``JudgeEncoder.head_losses``);
-    depth: L1 (unclamped); normal: 1 - cos on valid pixels; seg: CE."""
+    """encoder: the sum of its heads' losses, each divided by its trivial loss (``JudgeEncoder.head_losses``),
+    plus ``seg_aux`` times the per-pixel CE of its auxiliary segmentation when that is on; depth: L1
+    (unclamped); normal: 1 - cos on valid pixels; seg: CE."""
     img_B3HW = batch["image"]
     if kind == "encoder":
-        return sum(model.head_losses(model(img_B3HW), batch["targets"]).values())
+        out = model(img_B3HW)
+        loss = sum(model.head_losses(out, batch["targets"]).values())
+        if model.seg_head is None:
+            return loss
+        if "seg" not in batch:
+            raise ValueError("the judge encoder's auxiliary segmentation (judges.encoder.seg_aux > 0) needs the "
+                             "segmentation maps in the batch; this data has none (set seg_aux to 0)")
+        return loss + model.cfg.seg_aux * F.cross_entropy(out["seg"], batch["seg"].long())
     if kind == "depth":
         return F.l1_loss(model.forward_raw(img_B3HW), batch["depth"].float())  # before the [0, 1] clamp
     if kind == "normal":
