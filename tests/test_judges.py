@@ -245,6 +245,26 @@ def test_encoder_auxiliary_segmentation():
     assert acc > 0.95 > majority + 0.05, (acc, majority)
 
 
+def test_encoder_with_seg_aux_is_unavailable_without_seg_maps():
+    """A rendered split without segmentation maps trains the encoder with seg_aux 0 and names the key otherwise."""
+    from pathlib import Path
+
+    from crucible.evaluation.judges.fit import unavailable_reason
+
+    class Split:  # the attributes unavailable_reason reads of a SplitTensors
+        path, conditions, classes = Path("x/train.safetensors"), ["canny", "depth"], ["background", "floor", "cube"]
+        raw = {"count": torch.tensor([1, 2])}
+
+        def __len__(self):
+            return 2
+
+    cfg = {"data": {"target": "depth"}, "judges": {"encoder": {"seg_aux": 20.0}}}
+    why = unavailable_reason(cfg, "encoder", Split())
+    assert "no seg maps in the train split" in why and "judges.encoder.seg_aux" in why
+    cfg["judges"]["encoder"]["seg_aux"] = 0.0
+    assert unavailable_reason(cfg, "encoder", Split()) is None
+
+
 def test_encoder_loss_and_scores_of_a_constant_predictor_are_analytic():
     """Zeroed heads: logits 0, uniform count, the train mean for the regression target. Each head's loss is its
     trivial value over the head's norm, and every score against its baseline is known by hand."""
