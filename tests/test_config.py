@@ -147,6 +147,8 @@ def _rule_error(tmp_path, monkeypatch, text: str) -> tuple[str, str]:
      "16 / 4 = 4", ["data.image_size"], ["tokenizer.model.scales", "tokenizer.model.ch_mult"]),
     ("judges:\n  dense: {n_levels: 6}\n", "judges.dense.n_levels = 6 halves data.image_size = 32",
      ["judges.dense.n_levels"], ["data.image_size"]),
+    ("judges:\n  encoder: {seg_stage: 2}\n", "judges.encoder.seg_stage = 2 is not one of the encoder's 2 stages",
+     ["judges.encoder.seg_stage"], ["judges.encoder.n_stages"]),
 ])
 def test_cross_key_rule_names_variant_key_and_file(tmp_path, monkeypatch, text, named, keys_from_bad,
                                                    keys_from_smoke):

@@ -330,6 +330,21 @@ def test_train_judge_is_deterministic_under_a_seed():
         assert torch.equal(v, runs[1][1][k]), k
 
 
+def test_save_load_round_trip_of_an_encoder_with_segmentation(tmp_path):
+    torch.manual_seed(0)
+    enc = build_judge("encoder", {"width": 8, "n_stages": 2, "feat_dim": 16, "n_kinds": N_KINDS,
+                                  "max_objects": MAX_OBJECTS, "heads": HEADS, "seg_aux": 3.0}).eval()
+    x = torch.rand(2, 3, SIZE, SIZE)
+    out = enc(x)
+    assert enc.seg_head.in_channels == 16  # seg_stage -1: the last stage's map (width 8 doubled once)
+    torch.testing.assert_close(enc.features(x), out["feat"], rtol=0, atol=0)
+    save_judge(tmp_path / "enc.safetensors", "encoder", enc)
+    kind, loaded = load_judge(tmp_path / "enc.safetensors")
+    assert kind == "encoder" and loaded.cfg.seg_aux == 3.0 and loaded.cfg.seg_stage == -1
+    for key, value in loaded(x).items():
+        torch.testing.assert_close(value, out[key], rtol=0, atol=0)
+
+
 def test_save_load_round_trip(tmp_path):
     judge = _dense("normal").eval()
     path = tmp_path / "normal.safetensors"

@@ -258,6 +258,11 @@ def judge_geometry(cfg: dict) -> Iterator[Problem]:
     if size % 2**levels:
         yield Problem(f"judges.dense.n_levels = {levels} halves data.image_size = {size} {levels} times; it must be "
                       f"divisible by {2**levels}", ("judges.dense.n_levels", "data.image_size"))
+    enc = cfg["judges"]["encoder"]
+    stages, seg_stage = enc.get("n_stages", 3), enc.get("seg_stage", -1)  # EncoderConfig's defaults
+    if enc.get("seg_aux", 0) > 0 and not -stages <= seg_stage < stages:
+        yield Problem(f"judges.encoder.seg_stage = {seg_stage} is not one of the encoder's {stages} stages (Python "
+                      f"indexing: {-stages} to {stages - 1})", ("judges.encoder.seg_stage", "judges.encoder.n_stages"))
 
 
 @rule

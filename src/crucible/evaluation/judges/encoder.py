@@ -5,7 +5,8 @@ train split to predict every scene parameter from the image (shape kinds present
 textures, object count, object size, where the objects stand in the image, camera, light, floor, ambient and
 object colour: the heads of ``data/scene_targets.py``), and then freezes it. Its penultimate embedding
 ``feat_BD`` is the feature space of the distribution metrics; its test score on every head is reported next to
-every metric computed with it.
+every metric computed with it. With ``seg_aux`` > 0 it also learns every pixel's rendered class from one trunk
+stage (training only; the embedding does not read it).
 """
 
 from __future__ import annotations
@@ -117,7 +118,8 @@ class JudgeEncoder(nn.Module):
     """Image in [0, 1] -> embedding and one output per head.
 
     ``forward`` returns a dict: ``feat`` (B, D) embedding and, per head, ``binary``: (B, n) logits, ``class``:
-    (B, max_objects + 1) logits, ``regression``: (B, n) train-standardised values. Buffers ``target_mean`` /
+    (B, max_objects + 1) logits, ``regression``: (B, n) train-standardised values; with ``seg_aux`` > 0 also
+    ``seg``: (B, n_kinds + 2, H, W) per-pixel class logits at the image's size. Buffers ``target_mean`` /
     ``target_std`` (T,) standardise the targets and ``head_norm`` (n_heads,) is the trivial predictor's loss of
     each head on the train split (:meth:`set_target_stats`), so that every head's loss starts near 1.
     """
