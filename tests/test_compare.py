@@ -116,12 +116,14 @@ def test_results_from_other_data_than_the_baselines_are_named(smoke, capsys, dat
     doc = {"provenance": {"dataset_hash": dataset_hash, "device": "cpu", "cpu": "x86_64", "cpu_count": 2,
                           "cpu_capability": "AVX512", "cpu_kernel_env": {"ATEN_CPU_CAPABILITY": ""}}, "rows": []}
     (new / "eval.json").write_text(json.dumps(doc))
+    prov = json.loads((base / "provenance.json").read_text())  # the same device line as the results: no note
+    prov["runs"]["devices"] = {"cpu (x86_64, 2 cores, AVX512, ATEN_CPU_CAPABILITY=unset)": 28}
+    (base / "provenance.json").write_text(json.dumps(prov))
     assert compare(base, new) == 0  # a warning, not a failure: the rows decide
     out, md = capsys.readouterr().out, (new / "comparison.md").read_text()
     line = f"WARNING: the results' dataset hash(es) {dataset_hash} differ from the baseline's 397f8857a02a5867"
     assert (line in out and line in md) is warned and ("other data" in out) is warned
     assert ("WARNING" in out) is warned
-    # the stored runs' device line predates the kernel record (cpu (x86_64, 2 cores)): not compared
     assert "NOTE: the results' device(s)" not in out
 
 
@@ -137,6 +139,11 @@ def test_results_on_another_device_line_are_noted(smoke, capsys):
     out = capsys.readouterr().out
     assert ("NOTE: the results' device(s) cpu (x86_64, 2 cores, AVX512, ATEN_CPU_CAPABILITY=unset) differ from the "
             "baseline's cpu (x86_64, 2 cores, AVX2, ATEN_CPU_CAPABILITY=avx2)") in out and "WARNING" not in out
+    # a baseline stored before provenance recorded the kernels: its device line would always differ, so no note
+    prov["runs"]["devices"] = {"cpu (x86_64, 2 cores)": 28}
+    (base / "provenance.json").write_text(json.dumps(prov))
+    assert compare(base, new) == 0
+    assert "NOTE: the results' device(s)" not in capsys.readouterr().out
 
 
 def test_missing_variant_is_reported_and_fails_only_when_strict(smoke):
