@@ -99,13 +99,30 @@ def test_snakemake_rerun_trigger_is_the_checkpoint_key():
     cfg = small_cfg()
     for variant in cfg["cam"]["variants"]:
         assert run_key(cfg, {"cam": variant}, ("data",)) == config_hash(cam_run(cfg, variant))
-    for variant in ("base", *cfg["scvar"]["variants"]):
-        assert run_key(cfg, {"scvar": variant}, ("tokenizer", "data")) == config_hash(scvar_run(cfg, variant))
     # and the rules do pass those sections and stages (a rule that hashed other settings than its checkpoint
-    # stores would rerun without need, or not rerun when it must)
+    # stores would rerun without need, or not rerun when it must); scvar_train hashes scvar_run itself
     rules = {p.stem: p.read_text() for p in (ROOT / "workflow" / "rules").glob("*.smk")}
     assert rules["cam"].count('settings=run_hash("data", cam=None)') == 2  # cam_train, cam_eval
-    assert 'run_hash("tokenizer", "data", scvar=None)' in rules["scvar"]  # scvar_train
+    assert rules["scvar"].count("settings=train_hash(scvar_run)") == 1  # scvar_train
+    assert "return cfglib.config_hash(run(config, wildcards.variant))" in rules["common"]
+
+
+def test_sampling_settings_are_no_part_of_an_scvar_training_run():
+    """scvar.sample (how many scenes, guidance, top-p) is read by sampling only: changing it keeps every SCVAR
+    checkpoint and resume key, while the sampling job's own trigger (run_hash("data", scvar=variant, ...)) and
+    any training setting still change."""
+    cfg = small_cfg()
+    sampled = copy.deepcopy(cfg)
+    sampled["scvar"]["sample"]["scenes"] += 40
+    sampled["scvar"]["sample"]["cfg_scale"] += 0.5
+    trained = copy.deepcopy(cfg)
+    trained["scvar"]["train"]["steps"] += 1
+    for variant in ("base", *cfg["scvar"]["variants"]):
+        run = scvar_run(cfg, variant)
+        assert "sample" not in run["scvar"] and "train" in run["scvar"] and "model" in run["scvar"]
+        assert scvar_run(sampled, variant) == run
+        assert scvar_run(trained, variant) != run
+        assert run_key(sampled, {"scvar": variant}, ("data",)) != run_key(cfg, {"scvar": variant}, ("data",))
     with pytest.raises(ValueError, match="'judges' is not a stage with variants"):
         run_config(cfg, {"judges": "x"})
 

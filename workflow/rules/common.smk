@@ -7,7 +7,7 @@ from snakemake.utils import validate
 from crucible import config as cfglib
 from crucible.data.build import render_config
 from crucible.data.tensors import PACK_FORMAT
-from crucible.run_config import run_key, section_config
+from crucible.run_config import run_key, scvar_run, section_config
 
 # tiny.yaml <- config/<profile>.yaml <- each --configfile in order <- --config values, rebuilt from what Snakemake
 # was given so that every schema or cross-key problem names the file (or --config) that set the key; --config
@@ -98,6 +98,16 @@ def run_hash(*keys, **stages):
 
     def param(wildcards):
         return run_key(config, {stage: fixed or wildcards.variant for stage, fixed in stages.items()}, keys)
+
+    return param
+
+
+def train_hash(run):
+    """Param that reruns a training rule when its run (``run(config, variant)``, e.g. crucible.run_config's
+    scvar_run) changes: exactly what the checkpoint stores as its config and resumes against."""
+
+    def param(wildcards):
+        return cfglib.config_hash(run(config, wildcards.variant))
 
     return param
 

@@ -100,7 +100,7 @@ rule scvar_train:
     params:
         launch=launch,
         config=CONFIG,
-        settings=run_hash("tokenizer", "data", scvar=None),
+        settings=train_hash(scvar_run),  # not scvar.sample: sampling more scenes retrains nothing
         tensors=tensor_dir,
         base=lambda wc, input: f"--base {input.base[0]}" if input.base else "",
         out=subpath(output.model, parent=True),
