@@ -3,8 +3,9 @@ metadata and Snakemake's rerun triggers.
 
 A run of stage ``cam`` or ``scvar`` depends on that stage's shared settings (every key but ``variants``; an SCVAR
 training run not on ``scvar.sample`` either, :data:`SAMPLING_ONLY`) plus its own variant's entry, and on whole
-other sections it reads (``data``, ``tokenizer``, ...). The other variants are not part of it, so adding, editing or removing an ablation never invalidates the checkpoints,
-resume state or outputs of the variants that were already there.
+other sections it reads (``data``, ``tokenizer``, ...). The other variants are not part of it, so adding, editing
+or removing an ablation never invalidates the checkpoints, resume state or outputs of the variants that were
+already there.
 """
 
 from __future__ import annotations
