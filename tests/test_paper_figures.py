@@ -276,6 +276,45 @@ def test_qualitative_prints_each_samples_control_error(cfg, tmp_path):
         plt.close(fig)
 
 
+def test_qualitative_shows_the_tokenizer_reconstruction(cfg, tmp_path):
+    """With the ceiling bound's samples present, a column after the reference shows the tokenizer's reconstruction
+    of each scene (the stored pixels, first row of the scene only); without them there is no such column."""
+    import torch
+    from safetensors.torch import save_file
+
+    from crucible.paper.qualitative_figure import draw_qualitative, load_panels, recon_path
+
+    _pack(tmp_path / "test.safetensors")
+    res = tmp_path / "results"
+    d = res / "scvar" / "ecfm_k1" / "seed0"
+    d.mkdir(parents=True)
+    save_file({"gt_depth": torch.zeros(2, 3, 16, 16, dtype=torch.uint8),
+               "contour": torch.zeros(2, 3, 16, 16, dtype=torch.uint8)}, str(d / "samples.safetensors"))
+    c = {**cfg, "data": {**cfg["data"], "seen": ["canny"], "held_out": ["contour"]}}
+    without = load_panels(res, c, tmp_path / "test.safetensors", seed=0, scenes=2)
+    assert without.reconstruction is None
+    recon = torch.from_numpy(np.random.default_rng(3).integers(0, 255, (3, 3, 16, 16), dtype=np.uint8))
+    recon_path(res, 0).parent.mkdir(parents=True)
+    save_file({"gt_depth": recon}, str(recon_path(res, 0)))
+    p = load_panels(res, c, tmp_path / "test.safetensors", seed=0, scenes=2)
+    assert p.reconstruction.shape == (2, 16, 16, 3)
+    assert np.array_equal(p.reconstruction, recon[:2].permute(0, 2, 3, 1).numpy())
+    for panels, heads in ((without, 4), (p, 5)):  # source, depth, reference, [recon,] ecfm_k1
+        fig = draw_qualitative(panels)
+        try:
+            grid = np.array(fig.axes[:len(panels.scene_ids) * len(panels.sources) * heads]).reshape(-1, heads)
+            titles = [ax.get_title() for ax in grid[0]]
+            assert titles[-1] == "ecfm_k1" and ("tokenizer" in titles[3]) == (heads == 5)
+            if heads == 5:
+                for row, (scene, first) in enumerate(((0, True), (0, False), (1, True), (1, False))):
+                    shown = grid[row, 3].get_images()
+                    assert bool(shown) == first
+                    if first:
+                        assert np.array_equal(np.asarray(shown[0].get_array()), p.reconstruction[scene])
+        finally:
+            plt.close(fig)
+
+
 def test_qualitative_without_judge_says_why(cfg, tmp_path):
     import torch
     from safetensors.torch import save_file

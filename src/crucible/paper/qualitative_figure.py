@@ -1,12 +1,15 @@
 """Figure: the full CRUCIBLE pipeline on a few test scenes — each source condition, the depth SCVAR was given
-(ground truth, or the CAM's alignment of the source), the reference image, and the sample of every variant.
+(ground truth, or the CAM's alignment of the source), the reference image, the frozen tokenizer's reconstruction
+of it (the tables' ceiling row: the best any variant decoding through that tokenizer can show) and the sample of
+every variant.
 
-``load_panels`` reads what the DAG wrote (packed test split, ``samples.safetensors`` of each variant, the CAM
-checkpoints, the depth judge) and re-runs only the CAM and the depth judge on the shown scenes;
-``qualitative_figure`` only draws. Under each sample it prints that sample's control error: ``ctrl_depth_rmse``
-(docs/design.md §6) of the one image, i.e. the frozen depth judge's estimate from the sample against the scene's
-true depth, in metres on the valid pixels, computed with the very functions the generation stage uses. Rows of a
-held-out condition type (``data.held_out``, aligned by its hot-plugged E_new) carry a "held-out" tag and a frame.
+``load_panels`` reads what the DAG wrote (packed test split, ``samples.safetensors`` of each variant and of the
+``tokenizer_recon`` bound, the CAM checkpoints, the depth judge) and re-runs only the CAM and the depth judge on
+the shown scenes; ``qualitative_figure`` only draws. Under each sample it prints that sample's control error:
+``ctrl_depth_rmse`` (docs/design.md §6) of the one image, i.e. the frozen depth judge's estimate from the sample
+against the scene's true depth, in metres on the valid pixels, computed with the very functions the generation
+stage uses. Rows of a held-out condition type (``data.held_out``, aligned by its hot-plugged E_new) carry a
+"held-out" tag and a frame.
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from ..evaluation.stages.bounds import BOUND_SOURCE
 from .dataset_figure import _panel
 from .style import RC, plt, save
 
 __all__ = ["Panels", "load_panels", "qualitative_figure", "draw_qualitative", "cam_checkpoints", "judge_path",
-           "sample_ctrl_depth_rmse"]
+           "recon_path", "sample_ctrl_depth_rmse"]
 
 GT_SOURCE, NO_SOURCE = "gt_depth", "none"
+RECON = "tokenizer_recon"  # the ceiling bound's sample set (evaluation/stages/bounds.py)
 HELD_OUT_COLOUR = "#b2182b"
 
 
@@ -43,6 +48,7 @@ class Panels:
     held_out: list[str] = field(default_factory=list)  # condition types held out of CAM's training
     ctrl_rmse: dict[str, dict[str, np.ndarray]] | None = None  # variant -> source -> (S,) per-sample RMSE (m)
     ctrl_note: str = ""  # why ctrl_rmse is None (no or an unavailable depth judge)
+    reconstruction: np.ndarray | None = None  # (S, H, W, 3) uint8 tokenizer reconstruction of the reference
 
 
 def cam_checkpoints(results_dir: Path, cfg: dict, seed: int) -> dict[str, Path]:
@@ -102,6 +108,11 @@ def _ctrl_rmse(results_dir: Path, data, idx: torch.Tensor, samples: dict) -> tup
             for v, per in samples.items()}, ""
 
 
+def recon_path(results_dir: Path, seed: int) -> Path:
+    """The tokenizer's reconstructions of the sampled scenes (rule ``scvar_bounds_samples``, the ceiling row)."""
+    return Path(results_dir, "scvar", RECON, f"seed{seed}", "samples.safetensors")
+
+
 def load_panels(results_dir: Path, cfg: dict, tensors: Path, seed: int, scenes: int) -> Panels:
     from ..data.tensors import SplitTensors
 
@@ -131,8 +142,11 @@ def load_panels(results_dir: Path, cfg: dict, tensors: Path, seed: int, scenes: 
                           else np.full((n, size, size), np.nan))
     samples = {v: {k: a[:n] for k, a in s.items()} for v, s in samples.items()}
     ctrl, note = _ctrl_rmse(results_dir, data, idx, samples)
+    recon = None
+    if recon_path(results_dir, seed).is_file():
+        recon = load_file(str(recon_path(results_dir, seed)))[BOUND_SOURCE][:n].permute(0, 2, 3, 1).numpy()
     return Panels(sources, conditions, depth_m, data.raw["image"][idx].numpy(), samples, data.n_classes,
-                  data.depth_max, data.ids[:n], list(cfg["data"]["held_out"]), ctrl, note)
+                  data.depth_max, data.ids[:n], list(cfg["data"]["held_out"]), ctrl, note, recon)
 
 
 def _show(ax, img: np.ndarray | None, **kw):
@@ -155,9 +169,12 @@ def _rmse_label(ax, p: Panels, variant: str, src: str, s: int) -> None:
 
 def draw_qualitative(p: Panels):
     """The figure (not yet saved). Rows: scene × source; columns: source condition | depth → SCVAR | reference |
-    one per variant, each sample with its control error underneath; held-out rows tagged and framed."""
+    tokenizer reconstruction (when there is one) | one per variant, each sample with its control error
+    underneath; held-out rows tagged and framed."""
     variants = list(p.samples)
-    heads = ["source condition", "depth → SCVAR", "reference", *variants]
+    fixed = ["source condition", "depth → SCVAR", "reference"] + (["tokenizer recon\n(ceiling)"]
+                                                                  if p.reconstruction is not None else [])
+    heads = [*fixed, *variants]
     rows = [(s, src) for s in range(len(p.scene_ids)) for src in p.sources]
     depth_kw = {"cmap": "magma_r", "vmin": 0, "vmax": p.depth_max}
     fig, axes = plt.subplots(len(rows), len(heads), figsize=(1.05 * len(heads), 1.2 * len(rows) + 1.2),
@@ -172,7 +189,9 @@ def draw_qualitative(p: Panels):
         shown = _show(axes[r, 1], None if np.isnan(d).all() else np.where(d > 0, d, p.depth_max), **depth_kw)
         depth_image = depth_image or shown
         _show(axes[r, 2], p.reference[s] if first else None)
-        for c, v in enumerate(variants, start=3):
+        if p.reconstruction is not None:
+            _show(axes[r, 3], p.reconstruction[s] if first else None)
+        for c, v in enumerate(variants, start=len(fixed)):
             per_src = p.samples[v]
             if src in per_src:
                 _show(axes[r, c], per_src[src][s])
@@ -194,6 +213,9 @@ def draw_qualitative(p: Panels):
     lines = ["Any condition → CAM → depth → SCVAR, for every variant (test scenes; samples of the first seed)",
              "under each sample: its depth-control error (m), the depth judge's estimate from the sample vs the "
              "scene's true depth" if p.ctrl_rmse is not None else f"no per-sample control error: {p.ctrl_note}"]
+    if p.reconstruction is not None:
+        lines.append("tokenizer recon: the frozen tokenizer's reconstruction of the reference, the sharpest any "
+                     "variant decoding through it can be")
     if set(p.held_out) & set(p.sources):
         lines.append(f"red, framed: HELD-OUT types CAM never trained on ({', '.join(p.held_out)}), aligned by "
                      "their hot-plugged E_new")
