@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from small_config import small_cfg
 from test_scvar import TOK, make_model, make_quantizer, perturb_
@@ -20,7 +19,7 @@ from crucible import config as cfglib
 from crucible.evaluation.stages import gpu_check as gc
 from crucible.evaluation.stages import gpu_check_cli as gcli
 from crucible.models.scvar import fast_sampling as fs
-from crucible.models.scvar.blocks import SelfAttention
+from crucible.models.scvar.blocks import SelfAttention, attention
 
 KW = dict(cfg_scale=1.5, top_k=12, top_p=0.95)
 KINDS = ["uncond", "ecfm_k2", "inject", "lora"]  # every conditioning kind (ecfm with the interval k = 2)
@@ -35,7 +34,7 @@ def cat_cache_forward(self, x_BLC, mask_LL):
             v = torch.cat([self._cat_v, v], dim=2)
         self._cat_k, self._cat_v, self.cache_len = k, v, k.shape[2]
         mask_LL = None
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask_LL)
+    out = attention(q, k, v, mask_LL)  # the kernel choice of blocks.attention (fp32 under a CPU autocast)
     return self.proj_drop(self.proj(rearrange(out, "b h l d -> b l (h d)")))
 
 

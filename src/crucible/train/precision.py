@@ -5,7 +5,8 @@
 - ``auto`` (the default): bf16 autocast on a CUDA device with native bf16, fp32 everywhere else (CPU included);
 - ``fp32``: no autocast;
 - ``bf16``: ``torch.autocast`` to bfloat16 around the forward pass and loss; bf16 has fp32's exponent range, so
-  the loss needs no scaling;
+  the loss needs no scaling (on the CPU, SCVAR's attention itself stays fp32: models/scvar/blocks.py
+  ``attention``);
 - ``fp16``: autocast to float16, the loss scaled by ``torch.amp.GradScaler`` (whose state the loop checkpoints).
 
 Parameters, gradients, the AdamW moments and the optimizer step stay fp32 (master weights): only the ops inside

@@ -10,7 +10,7 @@ from einops import rearrange
 from torch import nn
 
 from . import flex
-from .blocks import SelfAttention
+from .blocks import SelfAttention, attention
 
 __all__ = ["ConditionPyramid", "CrossAttention", "ECFM"]
 
@@ -104,9 +104,7 @@ class CrossAttention(nn.Module):
             attn_mask = self.locality[:, None, None] * local_LM  # (H, L, M) logit bias
             if mask_LM is not None:
                 attn_mask = attn_mask.masked_fill(~mask_LM, float("-inf"))
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
-        )
+        out = attention(q, k, v, attn_mask, self.dropout if self.training else 0.0)
         return self.proj(rearrange(out, "b h l d -> b l (h d)"))
 
 
