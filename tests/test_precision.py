@@ -187,14 +187,20 @@ def test_cpu_attention_under_autocast_runs_in_fp32_and_is_plain_sdpa_otherwise(m
     bias = torch.randn(2, 14, 14, generator=g)  # a float logit bias (the locality prior's form)
     for m in (mask, bias, None):
         assert torch.equal(attention(q, k, v, m), F.scaled_dot_product_attention(q, k, v, attn_mask=m))
-        qb, kb, vb = (t.bfloat16().requires_grad_() for t in (q, k, v))
+        mb = m if m is None or m.dtype == torch.bool else m.bfloat16()
+        qb, kb, vb = (t.bfloat16() for t in (q, k, v))  # bf16 without autocast: torch's own bf16 kernel
+        assert torch.equal(attention(qb, kb, vb, mb), F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mb))
+        leaves = [t.bfloat16().requires_grad_() for t in (q, k, v)]
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = attention(qb, kb, vb, m if m is None or m.dtype == torch.bool else m.bfloat16())
-        m32 = m if m is None or m.dtype == torch.bool else m.bfloat16().float()
-        ref = F.scaled_dot_product_attention(qb.float(), kb.float(), vb.float(), attn_mask=m32).bfloat16()
+            out = attention(*leaves, mb)
+        refs = [t.bfloat16().requires_grad_() for t in (q, k, v)]
+        m32 = None if mb is None or mb.dtype == torch.bool else mb.float()
+        ref = F.scaled_dot_product_attention(*(t.float() for t in refs), attn_mask=m if m32 is None else m32)
+        ref = ref.bfloat16()
         assert out.dtype == torch.bfloat16 and torch.equal(out, ref)
-        out.float().sum().backward()
-        assert all(t.grad is not None and t.grad.dtype == torch.bfloat16 for t in (qb, kb, vb))
+        out.float().square().sum().backward()
+        ref.float().square().sum().backward()
+        assert all(torch.equal(a.grad, b.grad) for a, b in zip(leaves, refs, strict=True))  # fp32 backward too
 
     tok = TokenizerConfig.from_dict({"ch": 8, "ch_mult": [1, 2], "latent_channels": 4, "codebook_size": 16,
                                      "scales": [1, 2, 4, 8], "image_size": 16})

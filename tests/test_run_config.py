@@ -122,7 +122,15 @@ def test_sampling_settings_are_no_part_of_an_scvar_training_run():
         assert "sample" not in run["scvar"] and "train" in run["scvar"] and "model" in run["scvar"]
         assert scvar_run(sampled, variant) == run
         assert scvar_run(trained, variant) != run
-        assert run_key(sampled, {"scvar": variant}, ("data",)) != run_key(cfg, {"scvar": variant}, ("data",))
+        # the sampling rule's trigger, run_hash("data", scvar=variant, cam="full"), does see the sample settings
+        sample_key = {"scvar": variant, "cam": "full"}
+        assert run_key(sampled, sample_key, ("data",)) != run_key(cfg, sample_key, ("data",))
+        # and the training key is the generic run key of the config without scvar.sample
+        unsampled = copy.deepcopy(cfg)
+        del unsampled["scvar"]["sample"]
+        assert config_hash(run) == run_key(unsampled, {"scvar": variant}, ("tokenizer", "data"))
+    rules = {p.stem: p.read_text() for p in (ROOT / "workflow" / "rules").glob("*.smk")}
+    assert 'settings=run_hash("data", scvar=None, cam="full")' in rules["scvar"]  # scvar_sample
     with pytest.raises(ValueError, match="'judges' is not a stage with variants"):
         run_config(cfg, {"judges": "x"})
 

@@ -104,7 +104,7 @@ def run_hash(*keys, **stages):
 
 def train_hash(run):
     """Param that reruns a training rule when its run (``run(config, variant)``, e.g. crucible.run_config's
-    scvar_run) changes: exactly what the checkpoint stores as its config and resumes against."""
+    scvar_run) changes: the config a checkpoint trained by this code stores and resumes against."""
 
     def param(wildcards):
         return cfglib.config_hash(run(config, wildcards.variant))

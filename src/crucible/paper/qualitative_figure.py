@@ -124,7 +124,11 @@ def load_panels(results_dir: Path, cfg: dict, tensors: Path, seed: int, scenes: 
             samples[v] = {k: t.permute(0, 2, 3, 1).numpy() for k, t in load_file(str(p)).items()}
     if not samples:
         raise FileNotFoundError(f"no samples.safetensors under {results_dir}/scvar/*/seed{seed}")
-    n = min([scenes, len(data)] + [a.shape[0] for s in samples.values() for a in s.values()])
+    recon = None
+    if recon_path(results_dir, seed).is_file():
+        recon = load_file(str(recon_path(results_dir, seed)))[BOUND_SOURCE].permute(0, 2, 3, 1).numpy()
+    n = min([scenes, len(data)] + [a.shape[0] for s in samples.values() for a in s.values()]
+            + ([] if recon is None else [recon.shape[0]]))
     idx = torch.arange(n)
     present = {k for s in samples.values() for k in s}
     order = [GT_SOURCE, *cfg["data"]["seen"], *cfg["data"]["held_out"]]
@@ -142,11 +146,9 @@ def load_panels(results_dir: Path, cfg: dict, tensors: Path, seed: int, scenes: 
                           else np.full((n, size, size), np.nan))
     samples = {v: {k: a[:n] for k, a in s.items()} for v, s in samples.items()}
     ctrl, note = _ctrl_rmse(results_dir, data, idx, samples)
-    recon = None
-    if recon_path(results_dir, seed).is_file():
-        recon = load_file(str(recon_path(results_dir, seed)))[BOUND_SOURCE][:n].permute(0, 2, 3, 1).numpy()
     return Panels(sources, conditions, depth_m, data.raw["image"][idx].numpy(), samples, data.n_classes,
-                  data.depth_max, data.ids[:n], list(cfg["data"]["held_out"]), ctrl, note, recon)
+                  data.depth_max, data.ids[:n], list(cfg["data"]["held_out"]), ctrl, note,
+                  None if recon is None else recon[:n])
 
 
 def _show(ax, img: np.ndarray | None, **kw):

@@ -25,17 +25,18 @@ __all__ = [
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None,
               dropout_p: float = 0.0) -> torch.Tensor:
     """``F.scaled_dot_product_attention``, except on the CPU under a bf16/fp16 autocast: there the attention runs in
-    fp32 and returns the input's dtype, while the linear layers around it keep their low-precision speed. Measured
+    fp32 and returns the autocast dtype, while the linear layers around it keep their low-precision speed. Measured
     for SCVAR's shapes (README "Time budget"): torch's bf16 CPU flash-attention backward is 3.5x slower than the fp32
     one, which made a bf16 training step slower than an fp32 one. Everywhere else (CUDA, fp32) it is exactly
     ``F.scaled_dot_product_attention``."""
-    if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16) and torch.is_autocast_enabled("cpu"):
+    low = (torch.bfloat16, torch.float16)
+    if q.device.type == "cpu" and torch.is_autocast_enabled("cpu") and any(t.dtype in low for t in (q, k, v)):
         if attn_mask is not None and attn_mask.is_floating_point():
             attn_mask = attn_mask.float()
         with torch.autocast("cpu", enabled=False):
             out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask,
                                                  dropout_p=dropout_p)
-        return out.to(q.dtype)
+        return out.to(torch.get_autocast_dtype("cpu"))  # the dtype autocast's own SDPA would return
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
 
 
