@@ -1,7 +1,6 @@
 """Figure: the full CRUCIBLE pipeline on a few test scenes — each source condition, the depth SCVAR was given
 (ground truth, or the CAM's alignment of the source), the reference image, the frozen tokenizer's reconstruction
-of it (the tables' ceiling row: the best any variant decoding through that tokenizer can show) and the sample of
-every variant.
+of it (the tables' ceiling row: every variant decodes through that tokenizer) and the sample of every variant.
 
 ``load_panels`` reads what the DAG wrote (packed test split, ``samples.safetensors`` of each variant and of the
 ``tokenizer_recon`` bound, the CAM checkpoints, the depth judge) and re-runs only the CAM and the depth judge on
@@ -216,8 +215,8 @@ def draw_qualitative(p: Panels):
              "under each sample: its depth-control error (m), the depth judge's estimate from the sample vs the "
              "scene's true depth" if p.ctrl_rmse is not None else f"no per-sample control error: {p.ctrl_note}"]
     if p.reconstruction is not None:
-        lines.append("tokenizer recon: the frozen tokenizer's reconstruction of the reference, the sharpest any "
-                     "variant decoding through it can be")
+        lines.append("tokenizer recon: the frozen tokenizer's reconstruction of the reference, the ceiling of every "
+                     "variant (all decode through this tokenizer)")
     if set(p.held_out) & set(p.sources):
         lines.append(f"red, framed: HELD-OUT types CAM never trained on ({', '.join(p.held_out)}), aligned by "
                      "their hot-plugged E_new")
