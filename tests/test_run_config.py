@@ -13,6 +13,7 @@ from crucible.data.build import render_dataset
 from crucible.data.tensors import pack_split
 from crucible.evaluation.stages.cam_eval import eval_cam
 from crucible.run_config import (
+    NOT_READ_BY_TRAINING,
     cam_run,
     config_diff,
     hotplug_run,
@@ -95,44 +96,60 @@ def test_execution_settings_are_no_part_of_a_run_or_a_section():
 
 
 def test_snakemake_rerun_trigger_is_the_checkpoint_key():
-    """common.smk's run_hash("data", cam=variant) hashes exactly what the CAM checkpoint stores as its config."""
+    """The training rules hash exactly what their checkpoints store as config (common.smk's train_hash of cam_run and
+    scvar_run): the generic run key of the config without the settings training never reads."""
     cfg = small_cfg()
-    for variant in cfg["cam"]["variants"]:
-        assert run_key(cfg, {"cam": variant}, ("data",)) == config_hash(cam_run(cfg, variant))
-    # and the rules do pass those sections and stages (a rule that hashed other settings than its checkpoint
-    # stores would rerun without need, or not rerun when it must); scvar_train hashes scvar_run itself
     rules = {p.stem: p.read_text() for p in (ROOT / "workflow" / "rules").glob("*.smk")}
-    assert rules["cam"].count('settings=run_hash("data", cam=None)') == 2  # cam_train, cam_eval
+    assert rules["cam"].count("settings=train_hash(cam_run)") == 1  # cam_train
+    assert rules["cam"].count('settings=run_hash("data", cam=None)') == 1  # cam_eval: reads cam.eval
     assert rules["scvar"].count("settings=train_hash(scvar_run)") == 1  # scvar_train
+    assert 'settings=run_hash("data", scvar=None, cam="full")' in rules["scvar"]  # scvar_sample: reads scvar.sample
     assert "return cfglib.config_hash(run(config, wildcards.variant))" in rules["common"]
-
-
-def test_sampling_settings_are_no_part_of_an_scvar_training_run():
-    """scvar.sample (how many scenes, guidance, top-p) is read by sampling only: changing it keeps every SCVAR
-    checkpoint and resume key, while the sampling job's own trigger (run_hash("data", scvar=variant, ...)) and
-    any training setting still change."""
-    cfg = small_cfg()
-    sampled = copy.deepcopy(cfg)
-    sampled["scvar"]["sample"]["scenes"] += 40
-    sampled["scvar"]["sample"]["cfg_scale"] += 0.5
-    trained = copy.deepcopy(cfg)
-    trained["scvar"]["train"]["steps"] += 1
-    for variant in ("base", *cfg["scvar"]["variants"]):
-        run = scvar_run(cfg, variant)
-        assert "sample" not in run["scvar"] and "train" in run["scvar"] and "model" in run["scvar"]
-        assert scvar_run(sampled, variant) == run
-        assert scvar_run(trained, variant) != run
-        # the sampling rule's trigger, run_hash("data", scvar=variant, cam="full"), does see the sample settings
-        sample_key = {"scvar": variant, "cam": "full"}
-        assert run_key(sampled, sample_key, ("data",)) != run_key(cfg, sample_key, ("data",))
-        # and the training key is the generic run key of the config without scvar.sample
-        unsampled = copy.deepcopy(cfg)
-        del unsampled["scvar"]["sample"]
-        assert config_hash(run) == run_key(unsampled, {"scvar": variant}, ("tokenizer", "data"))
-    rules = {p.stem: p.read_text() for p in (ROOT / "workflow" / "rules").glob("*.smk")}
-    assert 'settings=run_hash("data", scvar=None, cam="full")' in rules["scvar"]  # scvar_sample
+    for stage, run, sections, variants in (("cam", cam_run, ("data",), cfg["cam"]["variants"]),
+                                           ("scvar", scvar_run, ("tokenizer", "data"),
+                                            ("base", *cfg["scvar"]["variants"]))):
+        stripped = copy.deepcopy(cfg)
+        for key in NOT_READ_BY_TRAINING[stage]:
+            del stripped[stage][key]
+        for variant in variants:
+            assert config_hash(run(cfg, variant)) == run_key(stripped, {stage: variant}, sections), (stage, variant)
     with pytest.raises(ValueError, match="'judges' is not a stage with variants"):
         run_config(cfg, {"judges": "x"})
+
+
+def _bump(cfg: dict, path: str) -> dict:
+    """A copy of ``cfg`` with the number at dotted ``path`` changed."""
+    out = copy.deepcopy(cfg)
+    *parents, key = path.split(".")
+    node = out
+    for p in parents:
+        node = node[p]
+    node[key] = [*node[key], 7] if isinstance(node[key], list) else node[key] + 1
+    return out
+
+
+@pytest.mark.parametrize("stage, skipped, read, evaluated", [
+    ("scvar", ("scvar.sample.scenes", "scvar.sample.cfg_scale"), "scvar.train.steps", {"scvar": None, "cam": "full"}),
+    ("cam", ("cam.hotplug.n", "cam.hotplug.train.steps", "cam.eval.scenes"), "cam.train.steps", {"cam": None}),
+])
+def test_settings_training_never_reads_are_no_part_of_a_training_run(stage, skipped, read, evaluated):
+    """scvar.sample (read by sampling), cam.hotplug (the hot-plug runs) and cam.eval (the CAM evaluation): changing
+    them keeps every checkpoint and resume key of the stage's training, while the trigger of the job that reads them
+    (run_hash with the same stages as its rule) and any training setting still change."""
+    cfg = small_cfg()
+    run, sections = (scvar_run, ("data",)) if stage == "scvar" else (cam_run, ("data",))
+    variants = ("base", *cfg["scvar"]["variants"]) if stage == "scvar" else tuple(cfg["cam"]["variants"])
+    for variant in variants:
+        ref = run(cfg, variant)
+        assert not set(NOT_READ_BY_TRAINING[stage]) & set(ref[stage]) and "train" in ref[stage]
+        assert run(_bump(cfg, read), variant) != ref
+        key = {k: v or variant for k, v in evaluated.items()}
+        for path in skipped:
+            assert run(_bump(cfg, path), variant) == ref, path
+            assert run_key(_bump(cfg, path), key, sections) != run_key(cfg, key, sections), path
+    if stage == "cam":  # the hot-plug runs themselves depend on their settings
+        assert hotplug_run(_bump(cfg, "cam.hotplug.train.steps"), "normal", 8, "hotplug") != hotplug_run(
+            cfg, "normal", 8, "hotplug")
 
 
 def test_config_diff_names_dotted_keys():

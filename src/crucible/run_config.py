@@ -1,11 +1,11 @@
 """What one training or evaluation run depends on: the single definition behind resume keys, checkpoint
 metadata and Snakemake's rerun triggers.
 
-A run of stage ``cam`` or ``scvar`` depends on that stage's shared settings (every key but ``variants``; an SCVAR
-training run not on ``scvar.sample`` either, :data:`SAMPLING_ONLY`) plus its own variant's entry, and on whole
-other sections it reads (``data``, ``tokenizer``, ...). The other variants are not part of it, so adding, editing
-or removing an ablation never invalidates the checkpoints, resume state or outputs of the variants that were
-already there.
+A run of stage ``cam`` or ``scvar`` depends on that stage's shared settings (every key but ``variants``; a training
+run not on the ones its training never reads either, :data:`NOT_READ_BY_TRAINING`) plus its own variant's entry,
+and on whole other sections it reads (``data``, ``tokenizer``, ...). The other variants are not part of it, so
+adding, editing or removing an ablation never invalidates the checkpoints, resume state or outputs of the variants
+that were already there.
 """
 
 from __future__ import annotations
@@ -15,18 +15,18 @@ from collections.abc import Iterable, Mapping
 
 from .config import config_hash
 
-__all__ = ["EXECUTION_ONLY", "SAMPLING_ONLY", "without_execution_settings", "section_config", "run_config", "run_key",
-           "config_diff", "cam_run", "hotplug_run", "tokenizer_run", "scvar_run"]
+__all__ = ["EXECUTION_ONLY", "NOT_READ_BY_TRAINING", "without_execution_settings", "section_config", "run_config",
+           "run_key", "config_diff", "cam_run", "hotplug_run", "tokenizer_run", "scvar_run"]
 
 STAGES = ("cam", "scvar")
 # settings of how a run is executed, not of what it computes (like the top-level ``compute`` section): no part of
 # any run or section hash, so changing them reruns nothing and keeps every checkpoint and resume state. Per
 # section, dotted paths inside it: the sampling step (eager or compiled) and the render's cut into shard jobs.
 EXECUTION_ONLY = {"scvar": ("sample.step",), "data": ("shard_scenes",)}
-# per stage, shared settings its training never reads, only its sampling: no part of a training run (checkpoint
-# config, resume key, the train rule's rerun trigger), so sampling more scenes retrains nothing; the sampling and
-# evaluation jobs still hash them (Snakemake's run_hash)
-SAMPLING_ONLY = {"scvar": ("sample",)}
+# per stage, shared settings its training never reads: CAM's hot-plug protocol and evaluation, SCVAR's sampling. No
+# part of a training run (checkpoint config, resume key, the train rule's rerun trigger), so sampling more scenes,
+# another hot-plug n or more evaluation scenes retrain nothing; the jobs that read them still hash them (run_hash)
+NOT_READ_BY_TRAINING = {"cam": ("hotplug", "eval"), "scvar": ("sample",)}
 
 
 def without_execution_settings(section: str, value):
@@ -78,9 +78,17 @@ def run_key(cfg: Mapping, stages: Mapping[str, str | None] | None = None, sectio
 # through :func:`run_key`, so a job reruns exactly when its checkpoint would be refused.
 
 
+def _training(run: dict, stage: str) -> dict:
+    """``run`` without the settings of ``stage`` its training never reads (:data:`NOT_READ_BY_TRAINING`)."""
+    for key in NOT_READ_BY_TRAINING[stage]:
+        run[stage].pop(key, None)
+    return run
+
+
 def cam_run(cfg: Mapping, variant: str) -> dict:
-    """A CAM (variant, seed): the CAM shared settings, its variant, the data section."""
-    return run_config(cfg, {"cam": variant}, ("data",))
+    """The training of a CAM (variant, seed): the CAM shared settings but the :data:`NOT_READ_BY_TRAINING` ones,
+    its variant, the data section."""
+    return _training(run_config(cfg, {"cam": variant}, ("data",)), "cam")
 
 
 def hotplug_run(cfg: Mapping, cond: str, n: int, mode: str) -> dict:
@@ -94,12 +102,9 @@ def tokenizer_run(cfg: Mapping, seed: int) -> dict:
 
 
 def scvar_run(cfg: Mapping, variant: str) -> dict:
-    """The training of an SCVAR variant (or ``base``): SCVAR shared settings but the :data:`SAMPLING_ONLY` ones,
-    its variant, the tokenizer and data sections."""
-    run = run_config(cfg, {"scvar": variant}, ("tokenizer", "data"))
-    for key in SAMPLING_ONLY["scvar"]:
-        run["scvar"].pop(key, None)
-    return run
+    """The training of an SCVAR variant (or ``base``): SCVAR shared settings but the :data:`NOT_READ_BY_TRAINING`
+    ones, its variant, the tokenizer and data sections."""
+    return _training(run_config(cfg, {"scvar": variant}, ("tokenizer", "data")), "scvar")
 
 
 def config_diff(have, want, prefix: str = "") -> list[str]:

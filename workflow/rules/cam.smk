@@ -15,7 +15,7 @@ rule cam_train:
     params:
         launch=launch,
         config=CONFIG,
-        settings=run_hash("data", cam=None),
+        settings=train_hash(cam_run),  # not cam.hotplug / cam.eval: those retrain no CAM
         tensors=tensor_dir,
         out=subpath(output.model, parent=True),
     threads: 1  # small models: two 1-thread jobs get more done on 2 cores than one 2-thread job

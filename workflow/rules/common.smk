@@ -7,7 +7,7 @@ from snakemake.utils import validate
 from crucible import config as cfglib
 from crucible.data.build import render_config
 from crucible.data.tensors import PACK_FORMAT
-from crucible.run_config import run_key, scvar_run, section_config
+from crucible.run_config import cam_run, run_key, scvar_run, section_config
 
 # tiny.yaml <- config/<profile>.yaml <- each --configfile in order <- --config values, rebuilt from what Snakemake
 # was given so that every schema or cross-key problem names the file (or --config) that set the key; --config
@@ -103,8 +103,8 @@ def run_hash(*keys, **stages):
 
 
 def train_hash(run):
-    """Param that reruns a training rule when its run (``run(config, variant)``, e.g. crucible.run_config's
-    scvar_run) changes: the config a checkpoint trained by this code stores and resumes against."""
+    """Param that reruns a training job when its run changes, ``run(config, variant)`` with crucible.run_config's
+    cam_run or scvar_run: the config a checkpoint trained by this code stores and resumes against."""
 
     def param(wildcards):
         return cfglib.config_hash(run(config, wildcards.variant))
