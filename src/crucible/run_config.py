@@ -74,8 +74,8 @@ def run_key(cfg: Mapping, stages: Mapping[str, str | None] | None = None, sectio
     return config_hash(run_config(cfg, stages, sections, **extra))
 
 
-# The runs of the trainers. Snakemake's ``run_hash`` (workflow/rules/common.smk) hashes the same dicts
-# through :func:`run_key`, so a job reruns exactly when its checkpoint would be refused.
+# The runs of the trainers. The training rules' ``train_hash`` (workflow/rules/common.smk) hashes these very dicts,
+# so a training job reruns exactly when its checkpoint would be refused.
 
 
 def _training(run: dict, stage: str) -> dict:

@@ -66,9 +66,9 @@ def build_cam(cfg: dict, variant: str, data: SplitTensors, sources: list[str]) -
 
 
 def cam_run_config(cfg: dict, variant: str) -> dict:
-    """What a trained (variant, seed) depends on (:func:`crucible.run_config.cam_run`: the CAM shared settings,
-    this variant, the data section; not the other variants): stored as the checkpoint's ``config``, compared on
-    load."""
+    """What a trained (variant, seed) depends on (:func:`crucible.run_config.cam_run`: the CAM shared settings but
+    ``hotplug`` and ``eval``, this variant, the data section; not the other variants): stored as the checkpoint's
+    ``config``, compared on load."""
     return cam_run(cfg, variant)
 
 
