@@ -137,7 +137,7 @@ def test_settings_training_never_reads_are_no_part_of_a_training_run(stage, skip
     them keeps every checkpoint and resume key of the stage's training, while the trigger of the job that reads them
     (run_hash with the same stages as its rule) and any training setting still change."""
     cfg = small_cfg()
-    run, sections = (scvar_run, ("data",)) if stage == "scvar" else (cam_run, ("data",))
+    run, sections = (scvar_run if stage == "scvar" else cam_run), ("data",)  # sections: those of the reading job
     variants = ("base", *cfg["scvar"]["variants"]) if stage == "scvar" else tuple(cfg["cam"]["variants"])
     for variant in variants:
         ref = run(cfg, variant)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from ..evaluation.stages.bounds import BOUND_SOURCE
+from ..evaluation.stages.bounds import BOUND_SOURCE, CEILING
 from .dataset_figure import _panel
 from .style import RC, plt, save
 
@@ -28,7 +28,6 @@ __all__ = ["Panels", "load_panels", "qualitative_figure", "draw_qualitative", "c
            "recon_path", "sample_ctrl_depth_rmse"]
 
 GT_SOURCE, NO_SOURCE = "gt_depth", "none"
-RECON = "tokenizer_recon"  # the ceiling bound's sample set (evaluation/stages/bounds.py)
 HELD_OUT_COLOUR = "#b2182b"
 
 
@@ -109,7 +108,7 @@ def _ctrl_rmse(results_dir: Path, data, idx: torch.Tensor, samples: dict) -> tup
 
 def recon_path(results_dir: Path, seed: int) -> Path:
     """The tokenizer's reconstructions of the sampled scenes (rule ``scvar_bounds_samples``, the ceiling row)."""
-    return Path(results_dir, "scvar", RECON, f"seed{seed}", "samples.safetensors")
+    return Path(results_dir, "scvar", CEILING, f"seed{seed}", "samples.safetensors")
 
 
 def load_panels(results_dir: Path, cfg: dict, tensors: Path, seed: int, scenes: int) -> Panels:
@@ -123,9 +122,9 @@ def load_panels(results_dir: Path, cfg: dict, tensors: Path, seed: int, scenes: 
             samples[v] = {k: t.permute(0, 2, 3, 1).numpy() for k, t in load_file(str(p)).items()}
     if not samples:
         raise FileNotFoundError(f"no samples.safetensors under {results_dir}/scvar/*/seed{seed}")
-    recon = None
-    if recon_path(results_dir, seed).is_file():
-        recon = load_file(str(recon_path(results_dir, seed)))[BOUND_SOURCE].permute(0, 2, 3, 1).numpy()
+    recon_file = recon_path(results_dir, seed)
+    recon = (load_file(str(recon_file))[BOUND_SOURCE].permute(0, 2, 3, 1).numpy() if recon_file.is_file()
+             else None)
     n = min([scenes, len(data)] + [a.shape[0] for s in samples.values() for a in s.values()]
             + ([] if recon is None else [recon.shape[0]]))
     idx = torch.arange(n)

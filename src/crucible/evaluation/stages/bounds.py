@@ -24,15 +24,16 @@ from ...atomic import write_tensors
 from ...data.tensors import SplitTensors
 from ...errors import InputError
 
-__all__ = ["BOUNDS", "BOUNDS_STAGE", "BOUND_SOURCE", "stage_of", "bound_provenance", "bound_images",
+__all__ = ["BOUNDS", "BOUNDS_STAGE", "BOUND_SOURCE", "CEILING", "stage_of", "bound_provenance", "bound_images",
            "write_bound_samples"]
 
 BOUNDS_STAGE = "scvar_bounds"
 BOUND_SOURCE = "gt_depth"
+CEILING = "tokenizer_recon"  # the ceiling's sample set: the frozen tokenizer's reconstructions
 # sample set -> what it is (the registry the workflow, the CLI and the tables enumerate)
 BOUNDS = {
     "real_images": "the real test images of the sampled scenes: what a perfect generator scores (floor)",
-    "tokenizer_recon": "the frozen tokenizer's reconstructions of the sampled scenes: the best any variant "
+    CEILING: "the frozen tokenizer's reconstructions of the sampled scenes: the best any variant "
                        "decoding through this tokenizer can do (ceiling)",
 }
 SEED_NOTE = "independent of any training seed: written once, under the first seed"
@@ -80,7 +81,7 @@ def write_bound_samples(cfg: dict, variant: str, tokenizer: Path | None, tensors
 
     _check(variant)
     vq = None
-    if variant == "tokenizer_recon":
+    if variant == CEILING:
         if tokenizer is None:
             raise InputError("--variant tokenizer_recon needs --tokenizer (the tokenizer checkpoint)")
         vq = load_tokenizer(tokenizer, cfg, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
