@@ -7,6 +7,7 @@ from snakemake.utils import validate
 from crucible import config as cfglib
 from crucible.data.build import render_config
 from crucible.data.tensors import PACK_FORMAT
+from crucible.evaluation.stages.bounds import CEILING
 from crucible.run_config import cam_run, run_key, scvar_run, section_config
 
 # tiny.yaml <- config/<profile>.yaml <- each --configfile in order <- --config values, rebuilt from what Snakemake
@@ -120,7 +121,7 @@ def tokenizer_seed(wildcards):
 
 def bound_tokenizer(wildcards):
     """The tokenizer checkpoint, for the reconstructions only (the real images need none)."""
-    return {"tokenizer": [rules.tokenizer_train.output.model] if wildcards.variant == "tokenizer_recon" else []}
+    return {"tokenizer": [rules.tokenizer_train.output.model] if wildcards.variant == CEILING else []}
 
 
 def bound_tokenizer_flag(wildcards, input):

@@ -160,7 +160,7 @@ rule paper_figure_qualitative:
         # each sample's control error under it; read from <results>/judges/ (paper.qualitative_figure.judge_path)
         judge=f"{RESULTS}/judges/depth.safetensors",
         # the tokenizer's reconstructions (the ceiling column; paper.qualitative_figure.recon_path)
-        recon=f"{SCVAR_DIR}/tokenizer_recon/seed{SEEDS[0]}/samples.safetensors",
+        recon=f"{SCVAR_DIR}/{CEILING}/seed{SEEDS[0]}/samples.safetensors",
     output:
         png=report(
             f"{PAPER}/figures/qualitative.png",

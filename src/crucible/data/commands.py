@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import load_for_job
+from .. import config as cfglib  # load_for_job looked up per call (as in crucible.cli): a patch of it is seen
 
 __all__ = ["add_data_verbs"]
 
@@ -12,7 +12,7 @@ __all__ = ["add_data_verbs"]
 def _cmd_data_render(args) -> None:
     from .build import render_dataset, render_shard
 
-    cfg = load_for_job(Path(args.config), Path(args.config_dir))
+    cfg = cfglib.load_for_job(Path(args.config), Path(args.config_dir))
     if args.shard:
         from .build import render_pool, render_workers
         from .shards import shard_ids
@@ -30,7 +30,7 @@ def _cmd_data_gather(args) -> None:
     from .build import gather_dataset
     from .shards import shard_plan
 
-    cfg = load_for_job(Path(args.config), Path(args.config_dir))
+    cfg = cfglib.load_for_job(Path(args.config), Path(args.config_dir))
     shards = Path(args.shards)
     manifest = gather_dataset(cfg, {n: shards / n for n in shard_plan(cfg["data"])}, Path(args.out))
     print(f"gathered {sum(len(v) for v in manifest['splits'].values())} scenes from {shards} into {args.out}")
@@ -39,7 +39,7 @@ def _cmd_data_gather(args) -> None:
 def _cmd_data_import(args) -> None:
     from .importer import import_dataset
 
-    cfg = load_for_job(Path(args.config), Path(args.config_dir))
+    cfg = cfglib.load_for_job(Path(args.config), Path(args.config_dir))
     m = import_dataset(Path(args.root), Path(args.out), cfg["data"], depth_scale=args.depth_scale, force=args.force)
     print(f"imported {sum(len(v) for v in m['splits'].values())} scenes with conditions {m['conditions']} "
           f"into {args.out}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import load_for_job
+from .. import config as cfglib  # load_for_job looked up per call (as in crucible.cli): a patch of it is seen
 from ..errors import InputError
 
 __all__ = ["FIGURES", "add_paper_verbs"]
@@ -14,7 +14,7 @@ FIGURES = ("dataset", "hotplug", "ecfm", "curves", "qualitative", "validity", "c
 
 
 def _load_config(args) -> dict:
-    return load_for_job(Path(args.config), Path(args.config_dir))
+    return cfglib.load_for_job(Path(args.config), Path(args.config_dir))
 
 
 def _cmd_tables(args) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..evaluation.stages.bounds import BOUND_SOURCE, BOUNDS_STAGE
+from ..evaluation.stages.bounds import BOUND_SOURCE, BOUNDS_STAGE, CEILING, FLOOR
 from .metric_labels import arrow, label, unit
 from .style import RC, plt, save, variant_colours
 from .table_cells import Key, Results
@@ -74,7 +74,7 @@ def reference_lines(res: Results) -> list[tuple[str, str, tuple[float, float, fl
     unc = [v for v in dict.fromkeys(res.stage(STAGE)["variant"]) if res.ci(Key(STAGE, v, NO_SOURCE, METRIC))]
     for v in unc:
         out.append((f"{v} (no control)", variant_colours([v])[v], res.ci(Key(STAGE, v, NO_SOURCE, METRIC))))
-    for b, colour in (("real_images", "0.15"), ("tokenizer_recon", variant_colours(["tokenizer"])["tokenizer"])):
+    for b, colour in ((FLOOR, "0.15"), (CEILING, variant_colours(["tokenizer"])["tokenizer"])):
         ci = res.ci(Key(BOUNDS_STAGE, b, BOUND_SOURCE, METRIC))
         if ci is not None:
             out.append((BOUND_LABELS[b], colour, ci))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..atomic import write_text
 from ..evaluation.judges import JUDGE_KINDS
-from ..evaluation.stages.bounds import BOUND_SOURCE, BOUNDS_STAGE
+from ..evaluation.stages.bounds import BOUND_SOURCE, BOUNDS_STAGE, CEILING, FLOOR
 from .metric_labels import METRICS, direction
 from .table_cells import Key, Results, Table, fill
 from .table_formats import to_markdown, write_table
@@ -36,7 +36,7 @@ KNOWN_STAGES = {"cam", "cam_baseline", "cam_hotplug", "scvar", BOUNDS_STAGE, "sp
 SEED_NOTE = ("A seed varies the variant's fine-tuning (initialisation of its new parts, batches, sampling) only: every "
              "variant starts from one unconditional base trained with the first seed, so base-training variance is "
              "not in the intervals.")
-BOUND_LABELS = {"real_images": "real images (floor)", "tokenizer_recon": "tokenizer reconstruction (ceiling)"}
+BOUND_LABELS = {FLOOR: "real images (floor)", CEILING: "tokenizer reconstruction (ceiling)"}
 BOUND_NOTE = (" Floor/ceiling rows (not ranked, no test): the real test images of the same scenes and the frozen "
               "tokenizer's reconstructions of them, scored by the same judges against the same reference; one "
               "sample set each, independent of the training seed.")

@@ -24,15 +24,16 @@ from ...atomic import write_tensors
 from ...data.tensors import SplitTensors
 from ...errors import InputError
 
-__all__ = ["BOUNDS", "BOUNDS_STAGE", "BOUND_SOURCE", "CEILING", "stage_of", "bound_provenance", "bound_images",
+__all__ = ["BOUNDS", "BOUNDS_STAGE", "BOUND_SOURCE", "FLOOR", "CEILING", "stage_of", "bound_provenance", "bound_images",
            "write_bound_samples"]
 
 BOUNDS_STAGE = "scvar_bounds"
 BOUND_SOURCE = "gt_depth"
+FLOOR = "real_images"  # the floor's sample set: the real test images
 CEILING = "tokenizer_recon"  # the ceiling's sample set: the frozen tokenizer's reconstructions
 # sample set -> what it is (the registry the workflow, the CLI and the tables enumerate)
 BOUNDS = {
-    "real_images": "the real test images of the sampled scenes: what a perfect generator scores (floor)",
+    FLOOR: "the real test images of the sampled scenes: what a perfect generator scores (floor)",
     CEILING: "the frozen tokenizer's reconstructions of the sampled scenes: the best any variant "
                        "decoding through this tokenizer can do (ceiling)",
 }

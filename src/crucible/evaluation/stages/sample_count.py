@@ -46,12 +46,13 @@ from ..metrics.fidelity import (
     register_judge,
 )
 from ..results.rows import STATUS_UNAVAILABLE, result_row
+from .bounds import FLOOR
 
 __all__ = ["STAGE", "FLOOR", "FLOOR_CONDITION", "METRICS", "REPEATS", "count_grid", "subsets", "feature_metrics",
            "sample_source", "sample_count", "command"]
 
 STAGE = "sample_count"
-FLOOR, FLOOR_CONDITION = "real_images", "real"  # the floor's variant and condition
+FLOOR_CONDITION = "real"  # the floor's condition; its variant is the bounds' floor (real test images)
 METRICS = ("fid", "kid_mean", "kid_std", "precision", "recall")
 REPEATS = 5  # random subsets per n below n_max: the resampling part of the spread
 GT_SOURCE, NO_SOURCE = "gt_depth", "none"
