@@ -24,8 +24,8 @@ from ...atomic import write_tensors
 from ...data.tensors import SplitTensors
 from ...errors import InputError
 
-__all__ = ["BOUNDS", "BOUNDS_STAGE", "BOUND_SOURCE", "FLOOR", "CEILING", "stage_of", "bound_provenance", "bound_images",
-           "write_bound_samples"]
+__all__ = ["BOUNDS", "BOUNDS_STAGE", "BOUND_SOURCE", "FLOOR", "CEILING", "stage_of", "bound_provenance",
+           "bound_images", "write_bound_samples"]
 
 BOUNDS_STAGE = "scvar_bounds"
 BOUND_SOURCE = "gt_depth"
